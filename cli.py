@@ -1,0 +1,307 @@
+"""facerec's command line (typer). Parsing and printing only: every command calls `facerec.api`.
+
+Exit codes: 0 success/match, 1 no match, 2 bad input (path, image, face, name, database, index, model),
+130 interrupted (nothing half-written).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from facerec.errors import EXIT_INTERRUPTED, EXIT_NO_MATCH, FacerecError
+
+app = typer.Typer(
+    help="Face verification and recognition: enroll people from one photo, verify, identify.\n\n"
+    "Settings come from flags, then FACEREC_* variables (FACEREC_DB, FACEREC_MODEL, FACEREC_INDEX, "
+    "FACEREC_INDEX_KIND, FACEREC_HOME), then defaults (a SQLite file in ~/.local/share/facerec).\n\n"
+    "Exit codes: 0 success or match, 1 no match, 2 bad input, 130 interrupted.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+index_app = typer.Typer(help="The FAISS search index (rebuilt from the database whenever needed).")
+db_app = typer.Typer(help="The enrollment database (SQLite file or any SQLAlchemy URL).")
+app.add_typer(index_app, name="index")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (for scripts).")]
+
+
+class _State:
+    db: Optional[str] = None
+    index: Optional[str] = None
+    model: Optional[str] = None
+    index_kind: Optional[str] = None
+
+
+state = _State()
+
+
+@app.callback()
+def main_options(
+    db: Annotated[Optional[str], typer.Option("--db", envvar="FACEREC_DB", show_envvar=True,
+                                              help="Database: SQLAlchemy URL or SQLite file path.")] = None,
+    index: Annotated[Optional[str], typer.Option("--index", envvar="FACEREC_INDEX", show_envvar=True,
+                                                 help="Index file (default: beside the SQLite file).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", envvar="FACEREC_MODEL", show_envvar=True,
+                                                 help="Embedding model id (see `facerec models`).")] = None,
+    index_kind: Annotated[Optional[str], typer.Option("--index-kind", envvar="FACEREC_INDEX_KIND", show_envvar=True,
+                                                      help="flat (exact, default), hnsw or ivfpq.")] = None,
+) -> None:
+    state.db, state.index, state.model, state.index_kind = db, index, model, index_kind
+
+
+def _engine():
+    from facerec.api import FaceRec
+    from facerec.config import Settings
+
+    return FaceRec(Settings.resolve(db=state.db, index=state.index, model=state.model, index_kind=state.index_kind))
+
+
+@contextmanager
+def _command(as_json: bool) -> Iterator[None]:
+    """Turn errors into one line + exit code; Ctrl-C into exit 130 (transactions roll back)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger = logging.getLogger("facerec")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    except FacerecError as exc:
+        if as_json:
+            print(json.dumps({"error": exc.code, "message": str(exc)}))
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: the current step was rolled back; nothing is half-written", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        logger.removeHandler(handler)
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+@app.command()
+def enroll(
+    name: Annotated[Optional[str], typer.Argument(help="The person's name (omit with --from-dir).")] = None,
+    images: Annotated[Optional[list[Path]], typer.Argument(help="One photo is enough; several make a better template.")] = None,
+    from_dir: Annotated[Optional[Path], typer.Option("--from-dir", help="Folder with one sub-folder of photos per person; unchanged photos are skipped.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Enroll even if the photo fails the quality gate (recorded).")] = False,
+    allow_duplicate: Annotated[bool, typer.Option("--allow-duplicate", help="Enroll even if the face matches another enrolled person.")] = False,
+    largest: Annotated[bool, typer.Option("--largest", help="Use the largest face when a photo holds several.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Enroll a person from one or more photos, or a whole folder.
+
+    [b]Examples[/b]: facerec enroll "Ada Lovelace" ada.jpg  |  facerec enroll --from-dir enrollment/
+    """
+    with _command(as_json):
+        fr = _engine()
+        if from_dir is not None:
+            if name or images:
+                raise typer.BadParameter("give either NAME IMAGE... or --from-dir, not both")
+            results = _enroll_dir(fr, from_dir, force, allow_duplicate, as_json)
+            if as_json:
+                _print_json([r.to_dict() for r in results])
+            else:
+                _enroll_table(results)
+            if any(r.errors for r in results):
+                raise typer.Exit(2)
+            return
+        if not name or not images:
+            raise typer.BadParameter("give NAME and at least one IMAGE (or --from-dir DIR)")
+        result = fr.enroll(name, images, force=force, allow_duplicate=allow_duplicate, largest=largest)
+        if as_json:
+            _print_json(result.to_dict())
+        else:
+            out.print(f"enrolled {result.name!r}: {result.added} new template(s), {result.skipped} unchanged photo(s) skipped",
+                      markup=False)
+
+
+def _enroll_dir(fr, root: Path, force: bool, allow_duplicate: bool, quiet: bool):
+    from facerec.api import person_folders
+
+    total = len(person_folders(root))
+    with Progress(TextColumn("enrolling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=err, disable=quiet) as progress:
+        task = progress.add_task("people", total=total)
+        return fr.enroll_from_dir(root, force=force, allow_duplicate=allow_duplicate,
+                                  on_person=lambda _r: progress.advance(task))
+
+
+def _enroll_table(results) -> None:
+    table = Table(title="enrollment")
+    for col in ("person", "added", "skipped", "problems"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.name, str(r.added), str(r.skipped), "; ".join(r.errors))
+    out.print(table)
+
+
+@app.command()
+def verify(
+    name: Annotated[str, typer.Argument(help="An enrolled person.")],
+    image: Annotated[Path, typer.Argument(help="A photo with exactly one face.")],
+    largest: Annotated[bool, typer.Option("--largest", help="Use the largest face when there are several.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """1:1 check: is the face in IMAGE the enrolled person NAME? Exit 0 match, 1 no match, 2 bad input."""
+    with _command(as_json):
+        result = _engine().verify(name, image, largest=largest)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        verdict = "MATCH" if result.match else "NO MATCH"
+        out.print(f"{verdict}: {result.name!r} score {result.score:.4f} (threshold {result.threshold:.4f}; "
+                  f"{result.threshold_source})", markup=False)
+    if not result.match:
+        raise typer.Exit(EXIT_NO_MATCH)
+
+
+@app.command()
+def identify(
+    image: Annotated[Path, typer.Argument(help="A photo with any number of faces.")],
+    top_k: Annotated[int, typer.Option("--top-k", min=1, max=100, help="Candidates to list per face.")] = 1,
+    as_json: JsonFlag = False,
+) -> None:
+    """1:K search: every face in IMAGE with its best match, or "unknown" below the threshold."""
+    with _command(as_json):
+        result = _engine().identify(image, top_k=top_k)
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    table = Table(title=f"{image} (threshold {result.threshold:.4f})")
+    for col in ("face", "box", "identity", "score", "candidates"):
+        table.add_column(col)
+    for i, face in enumerate(result.faces, 1):
+        cands = ", ".join(f"{c.name} {c.score:.3f}" for c in face.candidates)
+        table.add_row(str(i), str([int(v) for v in face.face["box"]]), face.name, f"{face.score:.4f}", cands)
+    out.print(table if result.faces else "no face found")
+
+
+@app.command("list")
+def list_people(as_json: JsonFlag = False) -> None:
+    """List enrolled people and their number of templates."""
+    with _command(as_json):
+        people = _engine().people()
+    if as_json:
+        _print_json([p.__dict__ for p in people])
+        return
+    table = Table(title=f"{len(people)} enrolled")
+    for col in ("name", "templates", "enrolled at"):
+        table.add_column(col)
+    for p in people:
+        table.add_row(p.name, str(p.templates), p.created_at)
+    out.print(table)
+
+
+@app.command()
+def remove(name: Annotated[str, typer.Argument(help="An enrolled person.")], as_json: JsonFlag = False) -> None:
+    """Remove a person's templates from the database and index (the audit trail is kept)."""
+    with _command(as_json):
+        count = _engine().remove(name)
+    if as_json:
+        _print_json({"name": name, "removed_templates": count})
+    else:
+        out.print(f"removed {name!r} ({count} template(s))", markup=False)
+
+
+@app.command()
+def audit(limit: Annotated[int, typer.Option(min=1, help="Most recent events to show.")] = 20,
+          as_json: JsonFlag = False) -> None:
+    """Show the audit log of enroll / verify / identify / remove decisions."""
+    with _command(as_json):
+        events = _engine().store.audit_events(limit)
+    if as_json:
+        _print_json(events)
+        return
+    table = Table(title="audit log")
+    for col in ("at", "action", "person", "outcome", "score", "threshold"):
+        table.add_column(col)
+    for e in events:
+        fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+        table.add_row(e["at"], e["action"], e["person"] or "", e["outcome"], fmt(e["score"]), fmt(e["threshold"]))
+    out.print(table)
+
+
+@app.command()
+def models(as_json: JsonFlag = False) -> None:
+    """List the shipped embedding models with their input, accuracy and licences."""
+    from facerec.models.registry import available_models, model_card
+
+    cards = [model_card(m) for m in available_models()]
+    rows = [{"id": c.id, "embedding_dim": c.embedding_dim, "input": f"{c.template.width}x{c.template.height}",
+             "lfw_accuracy": c.lfw_accuracy, "weights_licence": c.weights_licence,
+             "training_data_licence": c.training_data_licence} for c in cards]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="models")
+    for col in rows[0] if rows else ():
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(str(v) for v in r.values()))
+    out.print(table)
+
+
+@index_app.command("rebuild")
+def index_rebuild(as_json: JsonFlag = False) -> None:
+    """Rebuild the index file from the database (also done automatically when it is stale or corrupt)."""
+    with _command(as_json):
+        fr = _engine()
+        count = fr.rebuild_index()
+    if as_json:
+        _print_json({"index": str(fr.settings.index_path), "templates": count})
+    else:
+        out.print(f"rebuilt {fr.settings.index_path} with {count} template(s)", markup=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade(as_json: JsonFlag = False) -> None:
+    """Create or migrate the database schema to the latest revision (Alembic)."""
+    with _command(as_json):
+        from facerec.config import Settings
+        from facerec.store import Store
+        from facerec.store.repository import redact
+
+        url = Settings.resolve(db=state.db).db_url
+        revision = Store.open(url, auto_migrate=True).upgrade()
+    if as_json:
+        _print_json({"database": redact(url), "revision": revision})
+    else:
+        out.print(f"{redact(url)} is at revision {revision}", markup=False)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Optional[Path], typer.Option(help="Where to keep the demo database (default: FACEREC_HOME/demo).")] = None,
+) -> None:
+    """End-to-end demo on public-domain photos shipped by installed packages (and enrollment/ if filled)."""
+    from facerec.demo import run_demo
+
+    with _command(False):
+        run_demo(workdir, out)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Settings from flags and `FACEREC_*` environment variables, resolved in one place.
+
+FACEREC_HOME    folder for the default database and index files (default: ~/.local/share/facerec)
+FACEREC_DB      SQLAlchemy URL of the enrollment database (default: sqlite:///$FACEREC_HOME/facerec.db)
+FACEREC_INDEX   path of the FAISS index file (default: beside a SQLite file, else under $FACEREC_HOME)
+FACEREC_MODEL   embedding model id (default: the shipped default model)
+FACEREC_INDEX_KIND  flat | hnsw | ivfpq (default: flat, exact)
+FACEREC_MIN_FACE_SCORE / FACEREC_MIN_FACE_SIZE  detector filters (default 0.9 / 20 px)
+FACEREC_MAX_PIXELS  largest image accepted (default 50,000,000 pixels)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from facerec.errors import FacerecError
+
+DEFAULT_MODEL_ID = "dlib_resnet29"
+DEFAULT_MIN_FACE_SCORE = 0.9
+DEFAULT_MIN_FACE_SIZE = 20
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise FacerecError(f"{name}={raw!r} is not a number") from None
+
+
+def default_home() -> Path:
+    if os.environ.get("FACEREC_HOME"):
+        return Path(os.environ["FACEREC_HOME"]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "facerec"
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_url: str
+    index_path: Path
+    model_id: str = DEFAULT_MODEL_ID
+    index_kind: str = "flat"
+    min_face_score: float = DEFAULT_MIN_FACE_SCORE
+    min_face_size: float = DEFAULT_MIN_FACE_SIZE
+    home: Path = field(default_factory=default_home)
+
+    @classmethod
+    def resolve(
+        cls,
+        db: str | None = None,
+        index: str | os.PathLike | None = None,
+        model: str | None = None,
+        index_kind: str | None = None,
+        min_face_score: float | None = None,
+        min_face_size: float | None = None,
+    ) -> "Settings":
+        """Flags win over `FACEREC_*` variables, which win over defaults."""
+        home = default_home()
+        db_url = db or os.environ.get("FACEREC_DB") or f"sqlite:///{home / 'facerec.db'}"
+        db_url = normalise_db_url(db_url)
+        index_path = index or os.environ.get("FACEREC_INDEX")
+        resolved_index = Path(index_path) if index_path else default_index_path(db_url, home)
+        return cls(
+            db_url=db_url,
+            index_path=resolved_index,
+            model_id=model or os.environ.get("FACEREC_MODEL") or DEFAULT_MODEL_ID,
+            index_kind=index_kind or os.environ.get("FACEREC_INDEX_KIND") or "flat",
+            min_face_score=min_face_score
+            if min_face_score is not None
+            else _env_float("FACEREC_MIN_FACE_SCORE", DEFAULT_MIN_FACE_SCORE),
+            min_face_size=min_face_size
+            if min_face_size is not None
+            else _env_float("FACEREC_MIN_FACE_SIZE", DEFAULT_MIN_FACE_SIZE),
+            home=home,
+        )
+
+    def with_(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+
+def normalise_db_url(url: str) -> str:
+    """Accept a bare file path as shorthand for a SQLite database."""
+    if "://" not in url:
+        return f"sqlite:///{Path(url).expanduser().resolve()}"
+    return url
+
+
+def sqlite_path(db_url: str) -> Path | None:
+    prefix = "sqlite:///"
+    if db_url.startswith(prefix) and db_url[len(prefix):] not in ("", ":memory:"):
+        return Path(db_url[len(prefix):])
+    return None
+
+
+def default_index_path(db_url: str, home: Path) -> Path:
+    """Beside a SQLite file; for server databases, one file per URL under FACEREC_HOME/index."""
+    path = sqlite_path(db_url)
+    if path is not None:
+        return path.with_name(path.name + ".faiss")
+    digest = hashlib.sha256(db_url.encode()).hexdigest()[:16]
+    return home / "index" / f"{digest}.faiss"

@@ -1,0 +1,1 @@
+"""Detection → alignment → embedding, composed from io and models; returns plain data."""

@@ -1,0 +1,50 @@
+"""facenet-pytorch's MTCNN with its bundled weights (MIT), loaded lazily."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+PROVENANCE = {
+    "id": "mtcnn",
+    "package": "facenet-pytorch==2.6.0 (pnet.pt, rnet.pt, onet.pt bundled in the wheel)",
+    "licence": "MIT (package); weights converted from the original MTCNN release (Zhang et al. 2016)",
+}
+
+
+class MTCNNDetector:
+    """Returns boxes (N,4 x1,y1,x2,y2), scores (N,) and landmarks (N,5,2) as float arrays."""
+
+    def __init__(self, min_face_size: int = 20, device: str | None = None) -> None:
+        self.min_face_size = int(min_face_size)
+        self.device = device
+        self._net = None
+        self._lock = threading.Lock()
+
+    def _ensure(self):
+        with self._lock:
+            if self._net is None:
+                import torch
+                from facenet_pytorch import MTCNN
+
+                device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+                self._net = MTCNN(
+                    keep_all=True, min_face_size=self.min_face_size, post_process=False, device=device
+                )
+        return self._net
+
+    def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        net = self._ensure()
+        import torch
+
+        with torch.inference_mode():
+            boxes, probs, points = net.detect(rgb, landmarks=True)
+        if boxes is None:
+            return np.zeros((0, 4)), np.zeros((0,)), np.zeros((0, 5, 2))
+        # facenet-pytorch 2.6.0 with numpy 2 can return dtype=object arrays.
+        return (
+            np.asarray(boxes.tolist(), dtype=np.float64).reshape(-1, 4),
+            np.asarray(probs.tolist(), dtype=np.float64).reshape(-1),
+            np.asarray(points.tolist(), dtype=np.float64).reshape(-1, 5, 2),
+        )

@@ -1,0 +1,1 @@
+"""Training embedding and liveness networks; nothing in the runtime path imports this package."""

@@ -1,0 +1,129 @@
+"""The store is the truth and the index follows it: SQLite and a real PostgreSQL, no model needed."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from sqlalchemy import create_engine, text
+
+from facerec.errors import DatabaseError, ModelMismatchError, SearchIndexError, UnknownPersonError
+from facerec.index.faiss_index import SearchIndex, open_index
+from facerec.store import NewTemplate, Store
+
+DIM = 16
+
+
+def unit(rng, n=1):
+    v = rng.normal(size=(n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def template(vec, source="a"):
+    return NewTemplate(embedding=vec, model_id="m", model_version="1", source_sha256=source * 64,
+                       source_name=f"{source}.jpg", detection_score=0.99, quality={"passed": True})
+
+
+def test_store_round_trip(db_url):
+    rng = np.random.default_rng(0)
+    store = Store.open(db_url, auto_migrate=True)
+    store.bind_model("m")
+    v = unit(rng, 3)
+    ids, gen1 = store.add_templates("Ada", [template(v[0], "a"), template(v[1], "b")])
+    assert len(ids) == 2 and gen1 == 1
+    again, gen2 = store.add_templates("Ada", [template(v[0], "a")])  # same photo: idempotent
+    assert again == [] and gen2 == 1
+    store.add_templates("Bob", [template(v[2], "c")])
+    rows = store.templates("m")
+    assert rows.person_names == ["Ada", "Ada", "Bob"]
+    np.testing.assert_allclose(rows.embeddings, v, rtol=0, atol=0)
+    assert [(p.name, p.templates) for p in store.list_people("m")] == [("Ada", 2), ("Bob", 1)]
+    removed, gen = store.remove_person("Ada")
+    assert sorted(removed) == sorted(ids) and gen == store.generation() == 3
+    with pytest.raises(UnknownPersonError):
+        store.remove_person("Ada")
+    store.audit("remove", "removed", person_name="Ada")
+    assert store.audit_events(1)[0]["person"] == "Ada"
+    store.close()
+
+
+def test_database_for_another_model_is_refused(db_url):
+    store = Store.open(db_url, auto_migrate=True)
+    store.bind_model("m")
+    with pytest.raises(ModelMismatchError, match="made for model 'm'"):
+        store.bind_model("other")
+
+
+def test_server_database_needs_explicit_upgrade(pg_url):
+    with pytest.raises(DatabaseError, match="facerec db upgrade"):
+        Store.open(pg_url)
+    Store.open(pg_url, auto_migrate=True).close()
+    Store.open(pg_url).close()  # now at head
+
+
+def test_bad_database_urls(tmp_path):
+    with pytest.raises(DatabaseError, match="not a database URL|unsupported"):
+        Store.open("nosuchdialect://x/y")
+    with pytest.raises(DatabaseError, match="cannot use database"):
+        Store.open("postgresql+psycopg://nobody:secret@127.0.0.1:1/none")
+    with pytest.raises(DatabaseError, match="is a directory"):
+        Store.open(f"sqlite:///{tmp_path}")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"definitely not sqlite" * 100)
+    with pytest.raises(DatabaseError, match="not a database"):
+        Store.open(f"sqlite:///{junk}")
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
+def test_index_kinds_agree_with_exact_search(kind, tmp_path):
+    rng = np.random.default_rng(1)
+    vectors = unit(rng, 3000)
+    ids = np.arange(100, 3100, dtype=np.int64)
+    index = SearchIndex.build(ids, vectors, DIM, kind)
+    queries = vectors[:50] + 0.05 * unit(rng, 50)
+    scores, found = index.search(queries, 5)
+    exact = ids[np.argmax(queries @ vectors.T, axis=1)]
+    recall = float(np.mean(found[:, 0] == exact))
+    assert recall >= (1.0 if kind == "flat" else 0.9)
+    if kind == "flat":
+        np.testing.assert_allclose(scores[:, 0], np.max(queries @ vectors.T, axis=1), rtol=1e-5)
+
+
+def test_index_file_is_rebuilt_when_missing_stale_or_corrupt(sqlite_url, tmp_path, caplog):
+    rng = np.random.default_rng(2)
+    store = Store.open(sqlite_url)
+    store.add_templates("Ada", [template(unit(rng)[0], "a")])
+    path = tmp_path / "idx.faiss"
+    index, gen = open_index(path, store, "m", DIM)
+    assert index.ntotal == 1 and path.exists() and gen == 1
+    # stale: the store moved on without the index
+    store.add_templates("Bob", [template(unit(rng)[0], "b")])
+    with caplog.at_level(logging.WARNING, logger="facerec"):
+        index, _ = open_index(path, store, "m", DIM)
+    assert index.ntotal == 2 and "stale" in caplog.text
+    # corrupt: flipped bytes fail the checksum
+    blob = bytearray(path.read_bytes())
+    blob[-10] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(SearchIndexError, match="corrupt"):
+        SearchIndex.load(path)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="facerec"):
+        index, _ = open_index(path, store, "m", DIM)
+    assert index.ntotal == 2 and "corrupt" in caplog.text
+    SearchIndex.load(path)  # the rewritten file is sound
+    path.write_bytes(b"garbage")
+    assert open_index(path, store, "m", DIM)[0].ntotal == 2
+
+
+def test_failed_transaction_leaves_nothing(sqlite_url):
+    store = Store.open(sqlite_url)
+    bad = template(np.zeros(DIM, np.float32), "a")
+    object.__setattr__(bad, "quality", {"x": object()})  # not JSON-serialisable: the commit fails
+    with pytest.raises(Exception):
+        store.add_templates("Ada", [bad])
+    assert store.list_people() == [] and store.generation() == 0
+    engine = create_engine(sqlite_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from templates")).scalar() == 0
