@@ -31,8 +31,10 @@ app = typer.Typer(
 )
 index_app = typer.Typer(help="The FAISS search index (rebuilt from the database whenever needed).")
 db_app = typer.Typer(help="The enrollment database (SQLite file or any SQLAlchemy URL).")
+evaluate_app = typer.Typer(help="Measure a model and pipeline on standard protocols (LFW pairs, 1:K).")
 app.add_typer(index_app, name="index")
 app.add_typer(db_app, name="db")
+app.add_typer(evaluate_app, name="evaluate")
 
 out = Console()
 err = Console(stderr=True)
@@ -286,6 +288,117 @@ def db_upgrade(as_json: JsonFlag = False) -> None:
         _print_json({"database": redact(url), "revision": revision})
     else:
         out.print(f"{redact(url)} is at revision {revision}", markup=False)
+
+
+def _progress(label: str, quiet: bool) -> Progress:
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), console=err, disable=quiet)
+
+
+@evaluate_app.command("pairs")
+def evaluate_pairs(
+    pairs: Annotated[Path, typer.Option("--pairs", help="LFW-format pairs file (pairs.txt, pairsDevTest.txt, ...).")],
+    root: Annotated[Optional[Path], typer.Option("--root", help="Image folder (default: the pairs file's folder).")] = None,
+    folds: Annotated[Optional[int], typer.Option("--folds", min=1, help="Use only the first N folds (quick runs).")] = None,
+    flip: Annotated[bool, typer.Option("--flip", help="Flip fusion: embed each face and its mirror image.")] = False,
+    plots: Annotated[Optional[Path], typer.Option("--plots", help="Folder for roc.png and det.png.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """LFW pairs protocol through the whole pipeline: 10-fold accuracy, ROC AUC, EER, TAR at FAR 1e-2/1e-3.
+
+    Model selection belongs on View 1 (pairsDevTrain/pairsDevTest); report View 2 (pairs.txt) once.
+    """
+    with _command(as_json):
+        from facerec.api import evaluation_pipeline
+        from facerec.evaluation.lfw_protocol import read_pairs
+        from facerec.evaluation.pairs import evaluate_pairs as run, write_plots
+
+        chosen = read_pairs(pairs, root)
+        if folds is not None:
+            chosen = [p for p in chosen if p.fold < folds]
+        pipeline = evaluation_pipeline(model=state.model, flip_fusion=flip)
+        images = len({q for p in chosen for q in (p.path_a, p.path_b)})
+        with _progress("embedding", as_json) as progress:
+            task = progress.add_task("images", total=images)
+            report, scores, labels = run(pipeline, chosen, progress=lambda n: progress.advance(task, n))
+        if plots is not None:
+            write_plots(plots, {report.model_id: (scores, labels)}, title=f"{pairs.name}")
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    table = Table(title=f"{pairs.name}: {report.pairs} pairs, model {report.model_id}")
+    table.add_column("metric")
+    table.add_column("value")
+    if report.accuracy_mean is not None:
+        table.add_row(f"{report.folds}-fold accuracy", f"{report.accuracy_mean:.4f} ± {report.accuracy_std:.4f}")
+    table.add_row("ROC AUC", f"{report.roc_auc:.5f}")
+    table.add_row("EER (threshold)", f"{report.eer:.4f} ({report.eer_threshold:.4f})")
+    for far, tar in report.tar_at_far.items():
+        table.add_row(f"TAR @ FAR {far}", f"{tar:.4f}")
+    table.add_row("no face (pairs scored -1)", f"{report.failed_images} images, {report.failed_pairs} pairs")
+    table.add_row("found only with relaxed detection", str(report.relaxed_detections))
+    out.print(table)
+
+
+@app.command()
+def calibrate(
+    pairs: Annotated[Optional[Path], typer.Option("--pairs", help="LFW-format pairs file (e.g. pairsDevTrain.txt).")] = None,
+    root: Annotated[Optional[Path], typer.Option("--root", help="Image folder of the pairs file (default: its folder).")] = None,
+    from_dir: Annotated[Optional[Path], typer.Option("--from-dir", help="A folder per identity: all genuine pairs, sampled impostors.")] = None,
+    far: Annotated[float, typer.Option("--far", min=1e-9, max=0.5, help="Target false accept rate of the operating point.")] = 1e-3,
+    use_eer: Annotated[bool, typer.Option("--eer", help="Operate at the equal error rate instead of a FAR target.")] = False,
+    impostors: Annotated[str, typer.Option("--impostors", help="all: every cross-identity pair of the images (resolves small FARs); listed: the file's mismatched pairs.")] = "all",
+    report: Annotated[Path, typer.Option("--report", help="Folder for roc.png, det.png and calibration.md.")] = Path("calibration"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Measure ROC/EER of the current model and pipeline, store the operating point, and put it in force.
+
+    verify, identify and enrollment's duplicate check then use it (and report it with every decision).
+    [b]Example[/b]: facerec calibrate --pairs ../shared/data/faces/lfw/pairsDevTrain.txt --far 1e-3
+    """
+    with _command(as_json):
+        fr = _engine()
+        with _progress("embedding", as_json) as progress:
+            task = progress.add_task("images", total=None)
+            calibration, written = fr.calibrate(
+                pairs_file=pairs, root=root, from_dir=from_dir, far=None if use_eer else far, impostors=impostors,
+                report_dir=report, progress=lambda n: progress.advance(task, n),
+                on_total=lambda n: progress.update(task, total=n),
+            )
+    if as_json:
+        _print_json(calibration.to_dict() | {"files": [str(p) for p in written]})
+        return
+    table = Table(title=f"calibration of {calibration.model_id}: {calibration.n_genuine:,} genuine / "
+                        f"{calibration.n_impostor:,} impostor pairs")
+    for col in ("target FAR", "threshold", "95% CI", "measured FAR", "FRR"):
+        table.add_column(col)
+    for p in calibration.points:
+        table.add_row(f"{p.target_far:g}", f"{p.threshold:.4f}", f"{p.threshold_ci[0]:.4f}–{p.threshold_ci[1]:.4f}",
+                      f"{p.far:.2e}", f"{p.frr:.4f}")
+    out.print(table)
+    out.print(f"EER {calibration.eer:.4f} at {calibration.eer_threshold:.4f}; in force: {calibration.operating} "
+              f"threshold {calibration.threshold:.4f}; report in {report}/", markup=False)
+    for note in calibration.notes:
+        err.print(f"warning: {note}", markup=False)
+
+
+@app.command("calibrate-identification")
+def calibrate_identification(
+    unknowns: Annotated[Path, typer.Argument(help="Photos of people who are NOT enrolled (searched recursively).")],
+    fpir: Annotated[float, typer.Option("--fpir", min=1e-6, max=0.5, help="Target false positive identification rate.")] = 0.01,
+    as_json: JsonFlag = False,
+) -> None:
+    """Gallery-size-aware 1:K threshold: at most FPIR of unknown people may be identified as someone.
+
+    Re-run it when the gallery grows: with N enrolled people an unknown face gets N chances to pass.
+    """
+    with _command(as_json):
+        result = _engine().calibrate_identification(unknowns, fpir)
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(f"identification threshold {result['threshold']:.4f} (FPIR {result['measured_fpir']:.4f} measured, "
+                  f"target {fpir:g}) for a gallery of {result['gallery_size']}", markup=False)
 
 
 @app.command()

@@ -20,7 +20,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from facerec.config import Settings
-from facerec.decisions.thresholds import DecisionThreshold, model_default
+from facerec.decisions.calibration import Calibration, calibrate_scores, fpir_threshold, write_report
+from facerec.decisions.thresholds import IDENTIFICATION, VERIFICATION, DecisionThreshold, resolve_threshold
 from facerec.errors import (
     DuplicateIdentityError,
     FacerecError,
@@ -30,15 +31,15 @@ from facerec.errors import (
 )
 from facerec.face.pipeline import Face, FacePipeline
 from facerec.index.faiss_index import IndexMeta, SearchIndex, open_index, rebuild_index
-from facerec.io.images import check_file, sha256_file
-from facerec.models.registry import get_model
+from facerec.io.images import check_file, image_files, sha256_file
+from facerec.models.base import EmbeddingModel
+from facerec.models.registry import get_model, model_card
 from facerec.names import validate_name
 from facerec.store import NewTemplate, PersonSummary, Store
 
 log = logging.getLogger("facerec")
 
 UNKNOWN = "unknown"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"}
 
 
 @dataclass
@@ -96,7 +97,7 @@ class FaceRec:
 
     def __init__(self, settings: Settings | None = None, **overrides) -> None:
         self.settings = settings or Settings.resolve(**overrides)
-        self.model = get_model(self.settings.model_id)
+        self.card = model_card(self.settings.model_id)  # validates the id without importing torch
         self._store: Store | None = None
         self._index: SearchIndex | None = None
         self._index_generation = -1
@@ -104,10 +105,14 @@ class FaceRec:
 
     # --- lazily opened parts -----------------------------------------------------------------------
     @property
+    def model(self) -> EmbeddingModel:
+        return get_model(self.card.id)
+
+    @property
     def store(self) -> Store:
         if self._store is None:
             store = Store.open(self.settings.db_url)
-            store.bind_model(self.model.id)
+            store.bind_model(self.card.id)
             self._store = store
         return self._store
 
@@ -123,13 +128,14 @@ class FaceRec:
     def index(self) -> SearchIndex:
         if self._index is None:
             self._index, self._index_generation = open_index(
-                self.settings.index_path, self.store, self.model.id, self.model.embedding_dim,
+                self.settings.index_path, self.store, self.card.id, self.card.embedding_dim,
                 self.settings.index_kind,
             )
         return self._index
 
-    def operating_point(self) -> DecisionThreshold:
-        return model_default(self.model.card)
+    def operating_point(self, kind: str = VERIFICATION) -> DecisionThreshold:
+        """The threshold in force: the stored calibration of this model, else the model's default."""
+        return resolve_threshold(self.store, self.card, kind)
 
     def close(self) -> None:
         if self._store is not None:
@@ -158,7 +164,7 @@ class FaceRec:
         if not images:
             raise InputPathError("no image given")
         paths = [check_file(p) for p in images]
-        batch = _EnrollBatch(name, self.store.known_sources(name, self.model.id))
+        batch = _EnrollBatch(name, self.store.known_sources(name, self.card.id))
         for path in paths:
             self._prepare(batch, path, force, allow_duplicate, largest)
         return self._commit(batch, paths)
@@ -180,7 +186,7 @@ class FaceRec:
             try:
                 name = validate_name(folder.name)
                 paths = image_files(folder)
-                batch = _EnrollBatch(name, self.store.known_sources(name, self.model.id))
+                batch = _EnrollBatch(name, self.store.known_sources(name, self.card.id))
                 for path in paths:
                     try:
                         self._prepare(batch, path, force, allow_duplicate, largest=False)
@@ -210,7 +216,7 @@ class FaceRec:
             self._refuse_duplicate(batch.name, path, face)
         batch.seen.add(digest)
         batch.templates.append(NewTemplate(
-            embedding=face.embedding, model_id=self.model.id, model_version=self.model.card.version,
+            embedding=face.embedding, model_id=self.card.id, model_version=self.card.version,
             source_sha256=digest, source_name=str(path), detection_score=face.detection.score,
             quality=face.quality.to_dict(), forced=not face.quality.passed,
         ))
@@ -221,12 +227,12 @@ class FaceRec:
         new_ids, generation = self.store.add_templates(batch.name, batch.templates) if batch.templates else ([], 0)
         added = len(new_ids)
         if added:
-            rows = self.store.templates(self.model.id, ids=new_ids)
+            rows = self.store.templates(self.card.id, ids=new_ids)
             self._apply_to_index(generation, add=(rows.ids, rows.embeddings))
         skipped = batch.skipped + len(batch.templates) - added
         self.store.audit(
             "enroll", "enrolled" if added else ("failed" if batch.errors else "unchanged"),
-            person_name=batch.name, model_id=self.model.id,
+            person_name=batch.name, model_id=self.card.id,
             details={"added": added, "skipped": skipped, "errors": batch.errors,
                      "images": [str(p) for p in paths]},
         )
@@ -246,7 +252,7 @@ class FaceRec:
     def verify(self, name: str, image: str | os.PathLike, largest: bool = False) -> VerifyResult:
         """1:1: is the one face in `image` the enrolled person `name`?"""
         name = validate_name(name)
-        gallery = self.store.templates(self.model.id, name=name)
+        gallery = self.store.templates(self.card.id, name=name)
         if len(gallery.ids) == 0:
             raise UnknownPersonError(f"unknown person {name!r} (see `facerec list`)")
         face = self.pipeline.single_face(image, largest=largest)
@@ -254,23 +260,23 @@ class FaceRec:
         point = self.operating_point()
         match = score >= point.threshold
         self.store.audit("verify", "match" if match else "no_match", person_name=name, score=score,
-                         threshold=point.threshold, model_id=self.model.id, details={"image": str(image)})
+                         threshold=point.threshold, model_id=self.card.id, details={"image": str(image)})
         return VerifyResult(name, match, score, point.threshold, point.source, face.to_dict())
 
     def identify(self, image: str | os.PathLike, top_k: int = 1) -> IdentifyResult:
         """1:K open-set: every face in `image` with its best enrolled match, or "unknown" below threshold."""
-        point = self.operating_point()
+        point = self.operating_point(IDENTIFICATION)
         identified = [self._identify_face(face, top_k, point) for face in self.pipeline.faces(image)]
         self.store.audit(
             "identify", "faces" if identified else "no_face", score=max((f.score for f in identified), default=None),
-            threshold=point.threshold, model_id=self.model.id,
+            threshold=point.threshold, model_id=self.card.id,
             details={"image": str(image), "names": [f.name for f in identified]},
         )
         return IdentifyResult(str(image), point.threshold, point.source, identified)
 
     def identify_faces(self, faces: Iterable[Face], top_k: int = 1) -> list[IdentifiedFace]:
         """Identify already-detected faces (for the kiosk and batch runners, which detect themselves)."""
-        point = self.operating_point()
+        point = self.operating_point(IDENTIFICATION)
         return [self._identify_face(face, top_k, point) for face in faces]
 
     def _identify_face(self, face: Face, top_k: int, point: DecisionThreshold) -> IdentifiedFace:
@@ -287,7 +293,7 @@ class FaceRec:
         # Ask for extra neighbours so that people with many templates do not crowd out others.
         scores, ids = index.search(embedding[None], max(top_k * 8, 16))
         valid = ids[0] >= 0
-        owners = self.store.templates(self.model.id, ids=ids[0][valid].tolist())
+        owners = self.store.templates(self.card.id, ids=ids[0][valid].tolist())
         owner_of = dict(zip(owners.ids.tolist(), owners.person_names))
         best: dict[str, float] = {}
         for template_id, score in zip(ids[0][valid].tolist(), scores[0][valid].tolist()):
@@ -297,6 +303,62 @@ class FaceRec:
         ranked = sorted(best.items(), key=lambda kv: kv[1], reverse=True)[: max(1, top_k)]
         return [Candidate(n, s) for n, s in ranked]
 
+    # --- calibration -------------------------------------------------------------------------------
+    def calibrate(
+        self,
+        pairs_file: str | os.PathLike | None = None,
+        root: str | os.PathLike | None = None,
+        from_dir: str | os.PathLike | None = None,
+        far: float | None = 1e-3,
+        impostors: str = "all",
+        max_impostors: int = 5_000_000,
+        report_dir: str | os.PathLike | None = None,
+        progress: Callable[[int], None] | None = None,
+        on_total: Callable[[int], None] | None = None,
+    ) -> tuple[Calibration, list[Path]]:
+        """Measure genuine/impostor scores of this model and pipeline, store the calibration, put it in force.
+
+        Genuine pairs: the matched pairs of `pairs_file`, or every same-folder pair of `from_dir`.
+        Impostor pairs: every cross-identity pair of the images involved (`impostors="all"`, sampled down to
+        `max_impostors`), or only the file's mismatched pairs (`"listed"`). `far=None` selects the EER point.
+        """
+        from facerec.evaluation.calibration_data import pair_scores_for_calibration
+
+        genuine, impostor, description = pair_scores_for_calibration(
+            self.pipeline, pairs_file=pairs_file, root=root, from_dir=from_dir, impostors=impostors,
+            max_impostors=max_impostors, progress=progress, on_total=on_total,
+        )
+        calibration = calibrate_scores(genuine, impostor, self.card.id, description, far=far)
+        report = calibration.to_dict() | {"target_far": far}
+        record_id = self.store.save_calibration(
+            self.card.id, VERIFICATION, calibration.scorer, description, calibration.n_genuine,
+            calibration.n_impostor, calibration.eer, calibration.threshold, calibration.operating, report,
+        )
+        self.store.audit("calibrate", calibration.operating, threshold=calibration.threshold, model_id=self.card.id,
+                         details={"calibration_id": record_id, "data": description})
+        written = write_report(calibration, genuine, impostor, Path(report_dir)) if report_dir else []
+        return calibration, written
+
+    def calibrate_identification(self, unknowns: str | os.PathLike, fpir: float = 0.01) -> dict:
+        """Open-set threshold for this gallery: photos of people who are NOT enrolled are searched, and the
+        threshold is set so that at most `fpir` of them would be identified as someone."""
+        from facerec.evaluation.pairs import embed_images
+
+        paths = image_files(unknowns, recursive=True) if Path(unknowns).is_dir() else []
+        if not paths:
+            raise InputPathError(f"{unknowns}: no images of unknown people found")
+        embedded = embed_images(self.pipeline, paths)
+        best = np.array([c[0].score if (c := self._candidates(e, 1)) else -1.0 for e in embedded.embeddings.values()])
+        if best.size == 0:
+            raise InputPathError(f"{unknowns}: no face found in any image")
+        threshold, measured = fpir_threshold(best, fpir)
+        gallery = len(self.people())
+        description = f"{len(best)} unknown probes from {unknowns} against a gallery of {gallery} people"
+        report = {"target_fpir": fpir, "measured_fpir": measured, "gallery_size": gallery, "probes": int(best.size)}
+        record_id = self.store.save_calibration(self.card.id, IDENTIFICATION, "cosine", description, 0,
+                                                int(best.size), None, threshold, f"fpir={fpir:g}", report)
+        return {"id": record_id, "threshold": threshold, **report, "data": description}
+
     # --- gallery management ---------------------------------------------------------------------
     def remove(self, name: str) -> int:
         """Delete a person's templates from database and index; the audit trail stays."""
@@ -304,16 +366,16 @@ class FaceRec:
         _ = self.index
         removed, generation = self.store.remove_person(name)
         self._apply_to_index(generation, remove=np.asarray(removed, dtype=np.int64))
-        self.store.audit("remove", "removed", person_name=name, model_id=self.model.id,
+        self.store.audit("remove", "removed", person_name=name, model_id=self.card.id,
                          details={"templates": len(removed)})
         return len(removed)
 
     def people(self) -> list[PersonSummary]:
-        return self.store.list_people(self.model.id)
+        return self.store.list_people(self.card.id)
 
     def rebuild_index(self) -> int:
         self._index, self._index_generation = rebuild_index(
-            self.settings.index_path, self.store, self.model.id, self.model.embedding_dim,
+            self.settings.index_path, self.store, self.card.id, self.card.embedding_dim,
             self.settings.index_kind,
         )
         return self._index.ntotal
@@ -335,9 +397,16 @@ class FaceRec:
             self.rebuild_index()
             return
         index.save(self.settings.index_path, IndexMeta(
-            self.model.id, self.model.embedding_dim, self.settings.index_kind, generation, index.ntotal, index.kind,
+            self.card.id, self.card.embedding_dim, self.settings.index_kind, generation, index.ntotal, index.kind,
         ))
         self._index_generation = generation
+
+
+def evaluation_pipeline(model: str | None = None, flip_fusion: bool = False) -> FacePipeline:
+    """A pipeline with the configured detector settings, for evaluation runs (no database needed)."""
+    settings = Settings.resolve(model=model)
+    return FacePipeline(get_model(settings.model_id), min_score=settings.min_face_score,
+                        min_size=settings.min_face_size, flip_fusion=flip_fusion)
 
 
 @dataclass
@@ -362,6 +431,3 @@ def person_folders(root: str | os.PathLike) -> list[Path]:
         raise InputPathError(f"{root}: no person sub-folders (expected {root}/NAME/photo.jpg)")
     return folders
 
-
-def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -49,7 +49,7 @@ def run_demo(workdir: Path | None, console) -> None:
     photos = _shipped_photos()
     settings = Settings.resolve(db=f"sqlite:///{workdir / 'demo.db'}", index=str(workdir / "demo.faiss"))
     fr = FaceRec(settings)
-    console.print(f"demo database: {settings.db_url}  model: {fr.model.id}", markup=False)
+    console.print(f"demo database: {settings.db_url}  model: {fr.card.id}", markup=False)
 
     for name in ("Eileen Collins", "Grace Hopper"):
         result = fr.enroll(name, [photos[name]])

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import need
 from facerec.models.base import WEIGHTS_ROOT
 
 MODEL_DIR = WEIGHTS_ROOT / "dlib_resnet29"
@@ -17,14 +16,17 @@ N_IMAGES = 40
 MIN_COSINE = 0.999
 
 
-def lfw_dir() -> Path:
-    data = Path(os.environ.get("FACEREC_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-    lfw = data / "faces" / "lfw"
-    if not lfw.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"LFW data not found at {lfw} (required in CI; set FACEREC_DATA)")
-        pytest.skip(f"LFW data not found at {lfw}")
-    return lfw
+def require_peer():
+    """dlib and its models: a test dependency that `make test` installs, so CI must have them."""
+    reason = "the dlib reference peer is not installed (pip install '.[test]', see the Makefile)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # face_recognition_models imports the deprecated pkg_resources
+            import dlib
+            import face_recognition_models
+    except ImportError:
+        need(False, reason)
+    return dlib, face_recognition_models
 
 
 def test_shipped_weights_match_declared_sha256():
@@ -36,13 +38,8 @@ def test_shipped_weights_match_declared_sha256():
     assert card.embedding_dim == 128 and (card.template.width, card.template.height) == (150, 150)
 
 
-def test_port_matches_dlib_on_dlib_chips():
-    lfw = lfw_dir()
-    reason = "the dlib reference peer is not installed (pip install '.[test]', see the Makefile)"
-    dlib = pytest.importorskip("dlib", reason=reason)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # face_recognition_models imports the deprecated pkg_resources
-        frm = pytest.importorskip("face_recognition_models", reason=reason)
+def test_port_matches_dlib_on_dlib_chips(lfw):
+    dlib, frm = require_peer()
     from PIL import Image
 
     from facerec.models.dlib_resnet import DlibResNetEmbedder

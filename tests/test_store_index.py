@@ -48,6 +48,12 @@ def test_store_round_trip(db_url):
     store.close()
 
 
+def test_declared_head_is_alembics_head():
+    from facerec.store import migrate
+
+    assert migrate.HEAD_REVISION == migrate.alembic_head()
+
+
 def test_database_for_another_model_is_refused(db_url):
     store = Store.open(db_url, auto_migrate=True)
     store.bind_model("m")

@@ -6,11 +6,14 @@ from dataclasses import asdict, dataclass
 
 from facerec.models.base import ModelCard
 
+VERIFICATION = "verification"
+IDENTIFICATION = "identification"
+
 
 @dataclass(frozen=True)
 class DecisionThreshold:
-    threshold: float  # cosine similarity: accept when score >= threshold
-    source: str  # "calibration #<id> (FAR 1e-3 on ...)" or "model default (...)"
+    threshold: float  # similarity: accept when score >= threshold
+    source: str  # where it comes from, reported with every decision
     target_far: float | None = None
 
     def to_dict(self) -> dict:
@@ -24,3 +27,19 @@ def model_default(card: ModelCard) -> DecisionThreshold:
         target_far=card.extra.get("default_threshold_far"),
     )
 
+
+def resolve_threshold(store, card: ModelCard, kind: str = VERIFICATION, scorer: str = "cosine") -> DecisionThreshold:
+    """The calibration in force for this model and decision kind; identification falls back to
+    verification's, and both fall back to the model's default."""
+    kinds = (IDENTIFICATION, VERIFICATION) if kind == IDENTIFICATION else (VERIFICATION,)
+    for k in kinds:
+        record = store.active_calibration(card.id, k, scorer)
+        if record is not None:
+            report = record["report"]
+            return DecisionThreshold(
+                threshold=float(record["threshold"]),
+                source=f"calibration #{record['id']} ({k}, {record['operating']}, {record['created_at']}): "
+                       f"{record['data']}",
+                target_far=report.get("target_far"),
+            )
+    return model_default(card)

@@ -116,3 +116,13 @@ def evaluate_pairs(pipeline: FacePipeline, pairs: Sequence[Pair],
         failed_images=len(embedded.failed), relaxed_detections=len(embedded.relaxed), failed_pairs=failed_pairs,
     )
     return report, scores, labels
+
+
+def write_plots(folder: Path, runs: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> list[Path]:
+    """ROC and DET PNGs of one or more scored runs (name → (scores, labels))."""
+    from facerec.decisions.plots import plot_det, plot_roc
+
+    folder.mkdir(parents=True, exist_ok=True)
+    curves = {name: metrics.roc_curve(s, l) for name, (s, l) in runs.items()}
+    return [plot_roc(curves, folder / "roc.png", title=f"ROC: {title}"),
+            plot_det(curves, folder / "det.png", title=f"DET: {title}")]

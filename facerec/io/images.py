@@ -19,6 +19,8 @@ from facerec.errors import ImageError, InputPathError
 
 ImageInput = Union[str, os.PathLike, np.ndarray, Image.Image]
 
+# File suffixes treated as photos when scanning folders (decoding still checks the real format).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"})
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF", "PPM", "MPO"})
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: larger than any camera frame, far below a bomb
 MAX_PIXELS_ENV = "FACEREC_MAX_PIXELS"
@@ -59,6 +61,13 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Photos in a folder by suffix, sorted (hidden files skipped)."""
+    entries = Path(folder).rglob("*") if recursive else Path(folder).iterdir()
+    return sorted(p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
 
 
 def load_image(source: ImageInput) -> np.ndarray:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facerec.models.runtime import configure_torch
 from facerec.models.base import EmbeddingModel
 
 MEAN_RGB = (122.782, 117.001, 104.298)
@@ -179,6 +180,7 @@ class DlibResNetEmbedder(EmbeddingModel):
     batch_size = 64
 
     def _load(self) -> None:
+        configure_torch()
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         module = DlibResNet29()
         load_state_from_npz(module, self.weights_path)

@@ -6,6 +6,8 @@ import threading
 
 import numpy as np
 
+from facerec.models.runtime import configure_torch
+
 PROVENANCE = {
     "id": "mtcnn",
     "package": "facenet-pytorch==2.6.0 (pnet.pt, rnet.pt, onet.pt bundled in the wheel)",
@@ -25,6 +27,7 @@ class MTCNNDetector:
     def _ensure(self):
         with self._lock:
             if self._net is None:
+                configure_torch()
                 import torch
                 from facenet_pytorch import MTCNN
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from facerec.errors import DatabaseError, ModelMismatchError, UnknownPersonError
 from facerec.store import migrate
-from facerec.store.schema import AuditEvent, DatabaseInfo, Person, Template
+from facerec.store.schema import AuditEvent, CalibrationRecord, DatabaseInfo, Person, Template
 
 MODEL_KEY = "model_id"
 GENERATION_KEY = "templates_generation"
@@ -102,7 +102,7 @@ class Store:
     def _check_schema(self, auto_migrate: bool) -> None:
         try:
             current = migrate.current_revision(self.engine)
-            head = migrate.head_revision()
+            head = migrate.HEAD_REVISION
             if current != head:
                 if not auto_migrate:
                     state = "is empty" if current is None else f"is at revision {current}"
@@ -122,7 +122,7 @@ class Store:
             migrate.upgrade(self.engine)
         except SQLAlchemyError as exc:
             raise DatabaseError(f"upgrade of {redact(self.url)} failed: {_first_line(exc)}") from None
-        return migrate.head_revision()
+        return migrate.HEAD_REVISION
 
     def close(self) -> None:
         self.engine.dispose()
@@ -264,6 +264,35 @@ class Store:
             person_names=[r[1] for r in rows],
             embeddings=np.stack([np.frombuffer(r[2], dtype="<f4") for r in rows]).astype(np.float32),
         )
+
+    # --- calibrations ---------------------------------------------------------------------------
+    def save_calibration(self, model_id: str, kind: str, scorer: str, data: str, n_genuine: int, n_impostor: int,
+                         eer: float | None, threshold: float, operating: str, report: dict) -> int:
+        """Store a calibration and make it the one in force for (model, kind, scorer)."""
+        with self.session() as s:
+            for old in s.scalars(select(CalibrationRecord).where(
+                    CalibrationRecord.model_id == model_id, CalibrationRecord.kind == kind,
+                    CalibrationRecord.scorer == scorer, CalibrationRecord.active.is_(True))):
+                old.active = False
+            record = CalibrationRecord(model_id=model_id, kind=kind, scorer=scorer, data=data[:1024],
+                                       n_genuine=n_genuine, n_impostor=n_impostor, eer=eer, threshold=threshold,
+                                       operating=operating, report=report, active=True)
+            s.add(record)
+            s.flush()
+            return record.id
+
+    def active_calibration(self, model_id: str, kind: str, scorer: str = "cosine") -> dict | None:
+        with self.session() as s:
+            record = s.scalar(select(CalibrationRecord).where(
+                CalibrationRecord.model_id == model_id, CalibrationRecord.kind == kind,
+                CalibrationRecord.scorer == scorer, CalibrationRecord.active.is_(True),
+            ).order_by(CalibrationRecord.id.desc()).limit(1))
+            if record is None:
+                return None
+            return {"id": record.id, "created_at": record.created_at.isoformat(timespec="seconds"),
+                    "data": record.data, "threshold": record.threshold, "operating": record.operating,
+                    "n_genuine": record.n_genuine, "n_impostor": record.n_impostor, "eer": record.eer,
+                    "report": record.report}
 
     # --- audit ---------------------------------------------------------------------------------
     def audit(self, action: str, outcome: str, person_name: str | None = None, score: float | None = None,

@@ -79,3 +79,22 @@ class AuditEvent(Base):
     threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     model_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class CalibrationRecord(Base):
+    """A stored calibration (see facerec.decisions.calibration); the newest active one of a model decides."""
+
+    __tablename__ = "calibrations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    model_id: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # "verification" or "identification"
+    scorer: Mapped[str] = mapped_column(String(32))
+    data: Mapped[str] = mapped_column(String(1024))
+    n_genuine: Mapped[int] = mapped_column(Integer)
+    n_impostor: Mapped[int] = mapped_column(Integer)
+    eer: Mapped[float | None] = mapped_column(Float, nullable=True)
+    threshold: Mapped[float] = mapped_column(Float)
+    operating: Mapped[str] = mapped_column(String(64))
+    report: Mapped[dict] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -1,0 +1,78 @@
+"""Calibration: operating points from hand-made score sets, and the stored one deciding verify/identify."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import lfw_image, run_cli
+from facerec.decisions.calibration import calibrate_scores, fpir_threshold
+
+
+def test_operating_points_on_hand_made_scores():
+    genuine = np.array([0.9, 0.8, 0.7, 0.6])
+    impostor = np.linspace(0.0, 0.65, 1000)  # one impostor at 0.65 beats the weakest genuine pair
+    c = calibrate_scores(genuine, impostor, "m", "hand-made", far=1e-2)
+    p = c.point_for(1e-2)
+    # FAR 1e-2 of 1000 impostors: 10 may pass, so the threshold sits just above the 11th highest
+    assert p.far <= 1e-2 and np.sum(impostor >= p.threshold) == 10
+    assert p.frr == 0.25  # 0.6 falls below it
+    assert c.point_for(1e-3).resolution_limited is False and np.sum(impostor >= c.point_for(1e-3).threshold) == 1
+    assert c.point_for(1e-4).resolution_limited is True
+    assert c.operating == "far=0.01" and c.threshold == p.threshold
+    assert 0 < c.eer <= 0.25 and c.eer_ci[0] <= c.eer <= c.eer_ci[1]
+    eer_mode = calibrate_scores(genuine, impostor, "m", "hand-made", far=None)
+    assert eer_mode.operating == "eer" and eer_mode.threshold == eer_mode.eer_threshold
+
+
+def test_separable_scores_have_zero_eer():
+    c = calibrate_scores(np.array([0.8, 0.9, 0.95]), np.linspace(-0.2, 0.3, 500), "m", "separable")
+    assert c.eer == 0.0 and c.point_for(1e-3).frr == 0.0
+
+
+def test_fpir_threshold_counts_unknown_probes():
+    best = np.linspace(0.0, 0.99, 100)
+    threshold, measured = fpir_threshold(best, 0.05)
+    assert measured <= 0.05 and np.sum(best >= threshold) == 5
+
+
+@pytest.fixture
+def small_gallery(tmp_path, lfw):
+    """Three LFW people with three photos each, as a folder per identity."""
+    root = tmp_path / "people"
+    for person in ("Tony_Blair", "Colin_Powell", "Hugo_Chavez"):
+        (root / person).mkdir(parents=True)
+        for n in (1, 2, 3):
+            shutil.copy(lfw_image(lfw, person, n), root / person)
+    return root
+
+
+def test_stored_calibration_decides_verify(tmp_path, lfw, small_gallery):
+    db = str(tmp_path / "f.db")
+    assert run_cli("--db", db, "enroll", "Tony Blair", str(lfw_image(lfw, "Tony_Blair", 1))).returncode == 0
+    probe = str(lfw_image(lfw, "Tony_Blair", 4))
+    before = json.loads(run_cli("--db", db, "verify", "Tony Blair", probe, "--json").stdout)
+    assert before["threshold_source"].startswith("default of model")
+
+    report = tmp_path / "report"
+    result = run_cli("--db", db, "calibrate", "--from-dir", str(small_gallery), "--far", "0.01",
+                     "--report", str(report), "--json")
+    assert result.returncode == 0, result.stderr
+    calibration = json.loads(result.stdout)
+    assert calibration["n_genuine"] == 9 and calibration["n_impostor"] == 27
+    for name in ("roc.png", "det.png", "calibration.md"):
+        assert (report / name).stat().st_size > 0
+    after = json.loads(run_cli("--db", db, "verify", "Tony Blair", probe, "--json").stdout)
+    assert after["threshold"] == pytest.approx(calibration["threshold"])
+    assert after["threshold_source"].startswith("calibration #1 (verification, far=0.01")
+
+    # a stricter stored calibration changes the decision: the same probe is now refused (exit 1)
+    from facerec.store import Store
+
+    Store.open(f"sqlite:///{db}").save_calibration("dlib_resnet29", "verification", "cosine", "strict test", 1, 1,
+                                                   None, 0.9999, "far=1e-9", {})
+    strict = run_cli("--db", db, "verify", "Tony Blair", probe, "--json")
+    assert strict.returncode == 1 and json.loads(strict.stdout)["threshold"] == pytest.approx(0.9999)
