@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from facerec.errors import EXIT_INTERRUPTED, EXIT_NO_MATCH, FacerecError
+from facerec.errors import EXIT_INTERRUPTED, EXIT_NO_MATCH, FacerecError, UsageError
 
 app = typer.Typer(
     help="Face verification and recognition: enroll people from one photo, verify, identify.\n\n"
@@ -116,8 +116,8 @@ def enroll(
     with _command(as_json):
         fr = _engine()
         if from_dir is not None:
-            if name or images:
-                raise typer.BadParameter("give either NAME IMAGE... or --from-dir, not both")
+            if name is not None or images:
+                raise UsageError("give either NAME IMAGE... or --from-dir DIR, not both")
             results = _enroll_dir(fr, from_dir, force, allow_duplicate, as_json)
             if as_json:
                 _print_json([r.to_dict() for r in results])
@@ -126,8 +126,8 @@ def enroll(
             if any(r.errors for r in results):
                 raise typer.Exit(2)
             return
-        if not name or not images:
-            raise typer.BadParameter("give NAME and at least one IMAGE (or --from-dir DIR)")
+        if name is None:
+            raise UsageError("give NAME and at least one IMAGE (or --from-dir DIR)")
         result = fr.enroll(name, images, force=force, allow_duplicate=allow_duplicate, largest=largest)
         if as_json:
             _print_json(result.to_dict())

@@ -25,6 +25,12 @@ class FacerecError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class UsageError(FacerecError):
+    """Arguments that do not fit together."""
+
+    code = "usage"
+
+
 class InputPathError(FacerecError):
     code = "bad_path"
 

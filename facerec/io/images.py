@@ -100,7 +100,7 @@ def load_image(source: ImageInput) -> np.ndarray:
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image, or an unsupported or corrupt format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{name}: refused as a decompression bomb ({exc})") from None
+        raise ImageError(f"{name}: image too large, refused as a possible decompression bomb ({exc})") from None
     except PermissionError:
         raise InputPathError(f"{name}: permission denied (file is not readable)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
