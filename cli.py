@@ -302,6 +302,7 @@ def evaluate_pairs(
     folds: Annotated[Optional[int], typer.Option("--folds", min=1, help="Use only the first N folds (quick runs).")] = None,
     flip: Annotated[bool, typer.Option("--flip", help="Flip fusion: embed each face and its mirror image.")] = False,
     plots: Annotated[Optional[Path], typer.Option("--plots", help="Folder for roc.png and det.png.")] = None,
+    crop_cache: Annotated[Optional[Path], typer.Option("--crop-cache", help="Keep aligned crops here: later runs (other models with the same template) skip detection.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """LFW pairs protocol through the whole pipeline: 10-fold accuracy, ROC AUC, EER, TAR at FAR 1e-2/1e-3.
@@ -320,7 +321,8 @@ def evaluate_pairs(
         images = len({q for p in chosen for q in (p.path_a, p.path_b)})
         with _progress("embedding", as_json) as progress:
             task = progress.add_task("images", total=images)
-            report, scores, labels = run(pipeline, chosen, progress=lambda n: progress.advance(task, n))
+            report, scores, labels = run(pipeline, chosen, progress=lambda n: progress.advance(task, n),
+                                         cache_dir=crop_cache)
         if plots is not None:
             write_plots(plots, {report.model_id: (scores, labels)}, title=f"{pairs.name}")
     if as_json:
@@ -337,6 +339,40 @@ def evaluate_pairs(
         table.add_row(f"TAR @ FAR {far}", f"{tar:.4f}")
     table.add_row("no face (pairs scored -1)", f"{report.failed_images} images, {report.failed_pairs} pairs")
     table.add_row("found only with relaxed detection", str(report.relaxed_detections))
+    out.print(table)
+
+
+@evaluate_app.command("ident")
+def evaluate_ident(
+    root: Annotated[Path, typer.Option("--root", help="A folder per identity.")],
+    unknown_fraction: Annotated[float, typer.Option("--unknown-fraction", min=0.01, max=0.9, help="Identities held out as unknowns.")] = 0.2,
+    gallery_images: Annotated[int, typer.Option("--gallery-images", min=1, help="Photos per enrolled identity (1 = one-shot; more = mean template).")] = 1,
+    flip: Annotated[bool, typer.Option("--flip", help="Flip fusion.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the known/unknown split.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Open-set 1:K identification: one-shot gallery, held-out unknowns; rank-1 and DIR at FPIR 1% / 10%."""
+    with _command(as_json):
+        from facerec.api import evaluation_pipeline
+        from facerec.evaluation.identification import evaluate_identification
+
+        pipeline = evaluation_pipeline(model=state.model, flip_fusion=flip)
+        with _progress("embedding", as_json) as progress:
+            task = progress.add_task("images", total=None)
+            report = evaluate_identification(pipeline, root, unknown_fraction, gallery_images, seed,
+                                             progress=lambda n: progress.advance(task, n),
+                                             on_total=lambda n: progress.update(task, total=n))
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    table = Table(title=f"1:K on {root}: {report.identities_known} enrolled, {report.identities_unknown} unknown")
+    table.add_column("metric")
+    table.add_column("value")
+    table.add_row("rank-1 (closed set)", f"{report.rank1:.4f}")
+    table.add_row("rank-5 (closed set)", f"{report.rank5:.4f}")
+    for fpir, value in report.dir_at_fpir.items():
+        table.add_row(f"DIR @ FPIR {fpir}", f"{value:.4f} (threshold {report.thresholds_at_fpir[fpir]:.4f})")
+    table.add_row("probes (mated / non-mated)", f"{report.mated_probes} / {report.non_mated_probes}")
     out.print(table)
 
 
@@ -399,6 +435,20 @@ def calibrate_identification(
     else:
         out.print(f"identification threshold {result['threshold']:.4f} (FPIR {result['measured_fpir']:.4f} measured, "
                   f"target {fpir:g}) for a gallery of {result['gallery_size']}", markup=False)
+
+
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def train(ctx: typer.Context) -> None:
+    """Train embedding networks: `facerec train cache ...` (aligned-crop cache), `facerec train fit ...`
+    (triplet / ArcFace / both, from scratch or a checkpoint). `facerec train --help` lists every option."""
+    from facerec.train.cli import main as train_main
+
+    with _command(False):
+        code = train_main(ctx.args or ["--help"])
+    raise typer.Exit(code or 0)
 
 
 @app.command()

@@ -8,6 +8,9 @@ and the count is reported, never hidden.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,6 +19,7 @@ import numpy as np
 
 from facerec.decisions import metrics
 from facerec.evaluation.lfw_protocol import Pair, labels_and_folds
+from facerec.face.align import align_face
 from facerec.face.detect import Detection, detect_faces
 from facerec.face.pipeline import FacePipeline
 from facerec.io import load_image
@@ -32,14 +36,23 @@ class EmbeddedImages:
     failed: list[Path] = field(default_factory=list)  # no face at all
 
 
+@dataclass
+class AlignedCrops:
+    """The aligned crop of the central face of each image (detection is the slow part: done once)."""
+
+    crops: dict[Path, np.ndarray]
+    relaxed: list[Path] = field(default_factory=list)
+    failed: list[Path] = field(default_factory=list)
+
+
 def central_face(faces: Sequence[Detection], shape: tuple[int, ...]) -> Detection:
     centre = np.array([shape[1] / 2, shape[0] / 2])
     return min(faces, key=lambda f: float(np.hypot(*((f.box[:2] + f.box[2:]) / 2 - centre))))
 
 
-def embed_images(pipeline: FacePipeline, paths: Sequence[Path],
-                 progress: Callable[[int], None] | None = None) -> EmbeddedImages:
-    result = EmbeddedImages(embeddings={})
+def align_images(pipeline: FacePipeline, paths: Sequence[Path],
+                 progress: Callable[[int], None] | None = None) -> AlignedCrops:
+    result = AlignedCrops(crops={})
     for path in paths:
         rgb = load_image(path)
         faces = pipeline.detect(rgb)
@@ -48,13 +61,54 @@ def embed_images(pipeline: FacePipeline, paths: Sequence[Path],
             if faces:
                 result.relaxed.append(path)
         if faces:
-            face = pipeline.faces_in(rgb, [central_face(faces, rgb.shape)])[0]
-            result.embeddings[path] = face.embedding
+            result.crops[path] = align_face(rgb, central_face(faces, rgb.shape).landmarks, pipeline.model.template)
         else:
             result.failed.append(path)
         if progress is not None:
             progress(1)
     return result
+
+
+def cached_alignment(pipeline: FacePipeline, paths: Sequence[Path], cache_dir: Path | None,
+                     progress: Callable[[int], None] | None = None) -> AlignedCrops:
+    """`align_images`, memoised on disk per (template, detector settings, image list)."""
+    if cache_dir is None:
+        return align_images(pipeline, paths, progress)
+    key = hashlib.sha256(json.dumps({
+        "template": pipeline.model.template.points, "size": [pipeline.model.template.width,
+                                                             pipeline.model.template.height],
+        "detector": [pipeline.min_score, pipeline.min_size, RELAXED_SCORE, RELAXED_SIZE],
+        "paths": [str(p) for p in paths],
+    }).encode()).hexdigest()[:20]
+    file = Path(cache_dir) / f"crops-{key}.npz"
+    if file.exists():
+        data = np.load(file, allow_pickle=False)
+        found = [Path(p) for p in data["found"]]
+        if progress is not None:
+            progress(len(paths))
+        return AlignedCrops(dict(zip(found, data["crops"])), [Path(p) for p in data["relaxed"]],
+                            [Path(p) for p in data["failed"]])
+    aligned = align_images(pipeline, paths, progress)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    found = list(aligned.crops)
+    tmp = file.with_suffix(".tmp.npz")
+    np.savez(tmp, found=np.array([str(p) for p in found]),
+             crops=np.stack([aligned.crops[p] for p in found]) if found else np.zeros((0, 1, 1, 3), np.uint8),
+             relaxed=np.array([str(p) for p in aligned.relaxed]), failed=np.array([str(p) for p in aligned.failed]))
+    os.replace(tmp, file)
+    return aligned
+
+
+def embed_images(pipeline: FacePipeline, paths: Sequence[Path],
+                 progress: Callable[[int], None] | None = None, cache_dir: Path | None = None,
+                 batch: int = 64) -> EmbeddedImages:
+    """Embed the central face of every image (flip fusion as the pipeline says)."""
+    aligned = cached_alignment(pipeline, paths, cache_dir, progress)
+    keys = list(aligned.crops)
+    vectors = [pipeline.model.embed(np.stack([aligned.crops[k] for k in keys[i:i + batch]]),
+                                    flip_fusion=pipeline.flip_fusion) for i in range(0, len(keys), batch)]
+    embeddings = dict(zip(keys, np.concatenate(vectors))) if vectors else {}
+    return EmbeddedImages(embeddings, aligned.relaxed, aligned.failed)
 
 
 @dataclass
@@ -94,11 +148,11 @@ def pair_scores(pairs: Sequence[Pair], embedded: EmbeddedImages) -> tuple[np.nda
     return scores, failed
 
 
-def evaluate_pairs(pipeline: FacePipeline, pairs: Sequence[Pair],
-                   progress: Callable[[int], None] | None = None) -> tuple[PairsReport, np.ndarray, np.ndarray]:
+def evaluate_pairs(pipeline: FacePipeline, pairs: Sequence[Pair], progress: Callable[[int], None] | None = None,
+                   cache_dir: Path | None = None) -> tuple[PairsReport, np.ndarray, np.ndarray]:
     """Embed every image once, score every pair; returns the report, the scores and the labels."""
     paths = sorted({p for pair in pairs for p in (pair.path_a, pair.path_b)})
-    embedded = embed_images(pipeline, paths, progress)
+    embedded = embed_images(pipeline, paths, progress, cache_dir)
     scores, failed_pairs = pair_scores(pairs, embedded)
     labels, folds = labels_and_folds(pairs)
     n_folds = len(np.unique(folds))
