@@ -303,6 +303,7 @@ def evaluate_pairs(
     flip: Annotated[bool, typer.Option("--flip", help="Flip fusion: embed each face and its mirror image.")] = False,
     plots: Annotated[Optional[Path], typer.Option("--plots", help="Folder for roc.png and det.png.")] = None,
     crop_cache: Annotated[Optional[Path], typer.Option("--crop-cache", help="Keep aligned crops here: later runs (other models with the same template) skip detection.")] = None,
+    save_scores: Annotated[Optional[Path], typer.Option("--save-scores", help="Write pair scores, labels and folds (.npz) for plots that compare runs.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """LFW pairs protocol through the whole pipeline: 10-fold accuracy, ROC AUC, EER, TAR at FAR 1e-2/1e-3.
@@ -325,6 +326,12 @@ def evaluate_pairs(
                                          cache_dir=crop_cache)
         if plots is not None:
             write_plots(plots, {report.model_id: (scores, labels)}, title=f"{pairs.name}")
+        if save_scores is not None:
+            import numpy as np
+
+            save_scores.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(save_scores, scores=scores, labels=labels, folds=np.array([p.fold for p in chosen]),
+                     model_id=report.model_id, flip=flip)
     if as_json:
         _print_json(report.to_dict())
         return
