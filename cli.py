@@ -32,9 +32,11 @@ app = typer.Typer(
 index_app = typer.Typer(help="The FAISS search index (rebuilt from the database whenever needed).")
 db_app = typer.Typer(help="The enrollment database (SQLite file or any SQLAlchemy URL).")
 evaluate_app = typer.Typer(help="Measure a model and pipeline on standard protocols (LFW pairs, 1:K).")
+liveness_app = typer.Typer(help="Presentation-attack detection (printed photos, screens): train and evaluate.")
 app.add_typer(index_app, name="index")
 app.add_typer(db_app, name="db")
 app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(liveness_app, name="liveness")
 
 out = Console()
 err = Console(stderr=True)
@@ -161,17 +163,21 @@ def verify(
     name: Annotated[str, typer.Argument(help="An enrolled person.")],
     image: Annotated[Path, typer.Argument(help="A photo with exactly one face.")],
     largest: Annotated[bool, typer.Option("--largest", help="Use the largest face when there are several.")] = False,
+    liveness: Annotated[bool, typer.Option("--liveness", help="Also refuse faces the liveness classifier calls a spoof (reason 'spoof').")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """1:1 check: is the face in IMAGE the enrolled person NAME? Exit 0 match, 1 no match, 2 bad input."""
+    """1:1 check: is the face in IMAGE the enrolled person NAME? Exit 0 match, 1 no match or spoof, 2 bad input."""
     with _command(as_json):
-        result = _engine().verify(name, image, largest=largest)
+        result = _engine().verify(name, image, largest=largest, liveness=liveness)
     if as_json:
         _print_json(result.to_dict())
     else:
-        verdict = "MATCH" if result.match else "NO MATCH"
+        verdict = "MATCH" if result.match else ("REFUSED (spoof)" if result.reason == "spoof" else "NO MATCH")
         out.print(f"{verdict}: {result.name!r} score {result.score:.4f} (threshold {result.threshold:.4f}; "
                   f"{result.threshold_source})", markup=False)
+        if result.liveness is not None:
+            out.print(f"liveness {result.liveness['score']:.3f} (threshold {result.liveness['threshold']:.3f})",
+                      markup=False)
     if not result.match:
         raise typer.Exit(EXIT_NO_MATCH)
 
@@ -249,16 +255,17 @@ def models(as_json: JsonFlag = False) -> None:
 
     cards = [model_card(m) for m in available_models()]
     rows = [{"id": c.id, "embedding_dim": c.embedding_dim, "input": f"{c.template.width}x{c.template.height}",
-             "lfw_accuracy": c.lfw_accuracy, "weights_licence": c.weights_licence,
-             "training_data_licence": c.training_data_licence} for c in cards]
+             "lfw_view2_accuracy": c.extra.get("lfw_view2_accuracy", ""), "lfw_accuracy_declared": c.lfw_accuracy,
+             "weights_licence": c.weights_licence, "training_data_licence": c.training_data_licence,
+             "commercial_use": c.extra.get("commercial_use", "unknown: read the licences")} for c in cards]
     if as_json:
         _print_json(rows)
         return
-    table = Table(title="models")
-    for col in rows[0] if rows else ():
+    table = Table(title="embedding models (full licences: --json or facerec/weights/<id>/model.json)")
+    for col in ("id", "dim", "input", "LFW View 2 (facerec)", "commercial use"):
         table.add_column(col)
     for r in rows:
-        table.add_row(*(str(v) for v in r.values()))
+        table.add_row(r["id"], str(r["embedding_dim"]), r["input"], r["lfw_view2_accuracy"], r["commercial_use"])
     out.print(table)
 
 
@@ -456,6 +463,54 @@ def train(ctx: typer.Context) -> None:
     with _command(False):
         code = train_main(ctx.args or ["--help"])
     raise typer.Exit(code or 0)
+
+
+@liveness_app.command("train", context_settings=_PASS_THROUGH, add_help_option=False)
+def liveness_train(ctx: typer.Context) -> None:
+    """Train the liveness classifier (`facerec liveness train --data ../shared/data/liveness/nuaa --out DIR`)."""
+    from facerec.train.liveness import main as liveness_main
+
+    with _command(False):
+        code = liveness_main(ctx.args or ["--help"])
+    raise typer.Exit(code or 0)
+
+
+@liveness_app.command("evaluate")
+def liveness_evaluate(
+    live: Annotated[Path, typer.Option("--live", help="Folder of bona fide frames or photos (searched recursively).")],
+    spoof: Annotated[Path, typer.Option("--spoof", help="Folder of attack frames (printed photos, screens).")],
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the ROC (APCER vs 1-BPCER) as PNG here.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """ISO/IEC 30107-3 metrics of the shipped liveness model: APCER, BPCER, ACER, BPCER@APCER 1%/5%, AUC."""
+    with _command(as_json):
+        from facerec.errors import InputPathError
+        from facerec.train.liveness import evaluate_folders
+
+        for folder in (live, spoof):
+            if not folder.is_dir():
+                raise InputPathError(f"{folder}: not a directory")
+        try:
+            evaluation = evaluate_folders(live, spoof)
+        except FileNotFoundError as exc:
+            raise InputPathError(str(exc)) from None
+        if plot is not None:
+            from facerec.decisions.liveness_metrics import liveness_roc
+            from facerec.decisions.plots import plot_roc
+
+            plot_roc({"liveness": liveness_roc(evaluation.scores, evaluation.is_live)}, plot,
+                     title="Liveness ROC (FAR = APCER, TAR = 1 - BPCER)")
+    r = evaluation.report
+    if as_json:
+        _print_json(evaluation.to_dict())
+        return
+    table = Table(title=f"liveness on {len(evaluation.paths)} faces ({len(evaluation.no_face)} images without a face)")
+    table.add_column("metric")
+    table.add_column("value")
+    for label, value in (("threshold", r.threshold), ("APCER", r.apcer), ("BPCER", r.bpcer), ("ACER", r.acer),
+                         ("BPCER @ APCER 1%", r.bpcer_at_apcer_1pct), ("BPCER @ APCER 5%", r.bpcer_at_apcer_5pct)):
+        table.add_row(label, f"{value:.4f}")
+    out.print(table)
 
 
 @app.command()

@@ -31,7 +31,8 @@ from facerec.errors import (
 )
 from facerec.face.pipeline import Face, FacePipeline
 from facerec.index.faiss_index import IndexMeta, SearchIndex, open_index, rebuild_index
-from facerec.io.images import check_file, image_files, sha256_file
+from facerec.io.images import check_file, image_files, load_image, sha256_file
+from facerec.models.liveness import get_liveness_model
 from facerec.models.base import EmbeddingModel
 from facerec.models.registry import get_model, model_card
 from facerec.names import validate_name
@@ -62,6 +63,8 @@ class VerifyResult:
     threshold: float
     threshold_source: str
     face: dict
+    liveness: dict | None = None  # with --liveness: score, threshold, is_live, reason ("spoof")
+    reason: str = ""  # why match is False: "below_threshold" or "spoof"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -249,19 +252,26 @@ class FaceRec:
                 )
 
     # --- verify / identify ------------------------------------------------------------------------
-    def verify(self, name: str, image: str | os.PathLike, largest: bool = False) -> VerifyResult:
-        """1:1: is the one face in `image` the enrolled person `name`?"""
+    def verify(self, name: str, image: str | os.PathLike, largest: bool = False,
+               liveness: bool = False) -> VerifyResult:
+        """1:1: is the one face in `image` the enrolled person `name`? With `liveness`, a face the
+        presentation-attack detector calls a spoof is refused (reason "spoof") whatever its score."""
         name = validate_name(name)
         gallery = self.store.templates(self.card.id, name=name)
         if len(gallery.ids) == 0:
             raise UnknownPersonError(f"unknown person {name!r} (see `facerec list`)")
-        face = self.pipeline.single_face(image, largest=largest)
+        rgb = load_image(image)
+        face = self.pipeline.single_face(rgb, largest=largest, label=str(image))
         score = float(np.max(gallery.embeddings @ face.embedding))
         point = self.operating_point()
-        match = score >= point.threshold
-        self.store.audit("verify", "match" if match else "no_match", person_name=name, score=score,
-                         threshold=point.threshold, model_id=self.card.id, details={"image": str(image)})
-        return VerifyResult(name, match, score, point.threshold, point.source, face.to_dict())
+        live = get_liveness_model().decide(rgb, face.detection) if liveness else None
+        match = score >= point.threshold and (live is None or live.is_live)
+        reason = "" if match else ("spoof" if live is not None and not live.is_live else "below_threshold")
+        self.store.audit("verify", "match" if match else reason, person_name=name, score=score,
+                         threshold=point.threshold, model_id=self.card.id,
+                         details={"image": str(image), "liveness": live.to_dict() if live else None})
+        return VerifyResult(name, match, score, point.threshold, point.source, face.to_dict(),
+                            live.to_dict() if live else None, reason)
 
     def identify(self, image: str | os.PathLike, top_k: int = 1) -> IdentifyResult:
         """1:K open-set: every face in `image` with its best enrolled match, or "unknown" below threshold."""

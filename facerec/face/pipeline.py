@@ -66,10 +66,10 @@ class FacePipeline:
             for d, c, e in zip(detections, crops, embeddings)
         ]
 
-    def single_face(self, image: ImageInput, largest: bool = False) -> Face:
-        """The one face a verification or enrollment photo must hold."""
+    def single_face(self, image: ImageInput, largest: bool = False, label: str | None = None) -> Face:
+        """The one face a verification or enrollment photo must hold (`label` names it in errors)."""
         faces = self.faces(image)
-        name = _describe(image)
+        name = label or _describe(image)
         if not faces:
             raise NoFaceError(f"{name}: no face found")
         if len(faces) > 1 and not largest:

@@ -7,6 +7,7 @@ weights of a known architecture need only a new folder. Nothing is loaded until 
 from __future__ import annotations
 
 import importlib
+import json
 from functools import lru_cache
 
 from facerec.errors import ModelError
@@ -14,16 +15,21 @@ from facerec.models.base import WEIGHTS_ROOT, EmbeddingModel, ModelCard
 
 RUNTIMES = {
     "dlib_resnet": "facerec.models.dlib_resnet:DlibResNetEmbedder",
+    "mobilefacenet": "facerec.models.mobilefacenet:MobileFaceNetEmbedder",
 }
 
 
 def available_models() -> list[str]:
-    return sorted(p.name for p in WEIGHTS_ROOT.iterdir() if (p / "model.json").is_file())
+    """Embedding models only: other networks (liveness) declare another `kind` in their card."""
+    return sorted(
+        p.name for p in WEIGHTS_ROOT.iterdir()
+        if (p / "model.json").is_file() and json.loads((p / "model.json").read_text()).get("kind", "embedding") == "embedding"
+    )
 
 
 def model_card(model_id: str) -> ModelCard:
     folder = WEIGHTS_ROOT / model_id
-    if not (folder / "model.json").is_file():
+    if model_id not in available_models():
         known = ", ".join(available_models()) or "none"
         raise ModelError(f"unknown model {model_id!r} (available: {known})")
     return ModelCard.load(folder)

@@ -1,0 +1,393 @@
+"""Presentation-attack detection (liveness): is the face in front of the camera a live person or a print?
+
+The evidence a printed photo leaves is around and on the face more than in its identity: paper edges and the
+fingers holding them, flat texture without depth, colour shifted by the print gamut, moiré and lost
+high-frequency detail. So the model looks at the detected face at the context scales its card declares (the
+detection box enlarged around its centre, e.g. x1.0 and x1.5, each resized to a small square), optionally
+white-balanced by the colour cast of a wide (x3) context crop, and describes each crop by hand-crafted
+texture and colour statistics (`FEATURE_GROUPS`). A logistic regression on those features gives `P(live)`;
+a face is accepted as live when `score >= threshold`.
+
+Read `facerec/weights/liveness/MODEL_CARD.md` before relying on it: trained on print attacks of 9 people in
+two sessions, it does not generalise well to a new session (ACER ~28% on NUAA session 03).
+
+Everything the model needs is declared in `facerec/weights/liveness/model.json` (crop scales and size,
+feature layout, weights file and sha256, licences, training data and its terms, the operating threshold and
+where it came from). The weights (feature mean/scale, coefficients, intercept) are a small `.npz` of float
+arrays, loaded lazily on first use; inference is numpy + OpenCV only (no torch, no scikit-learn).
+
+This module sits in the models layer: it takes a detection as any object with a `box` attribute
+(x1, y1, x2, y2 pixels; `facerec.face.detect.Detection` is one) or a bare box, and never imports `facerec.face`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facerec.models.base import WEIGHTS_ROOT
+
+LIVENESS_FOLDER = WEIGHTS_ROOT / "liveness"
+
+# Reason code carried by a refused (spoof) decision.
+SPOOF_REASON = "spoof"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Crops
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _box_of(detection: Any) -> np.ndarray:
+    box = getattr(detection, "box", detection)
+    box = np.asarray(box, dtype=np.float64).reshape(-1)
+    if box.size != 4 or not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
+        raise ValueError(f"not a face box (x1, y1, x2, y2): {box}")
+    return box
+
+
+def context_crops(rgb: np.ndarray, detection: Any, scales: Sequence[float], size: int) -> list[np.ndarray]:
+    """Square crops centred on the face box, of side `scale * max(box width, box height)`, each resized to
+    `size x size` (uint8 RGB). Parts outside the frame are filled by replicating the frame's border."""
+    box = _box_of(detection)
+    height, width = rgb.shape[:2]
+    cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+    side = max(box[2] - box[0], box[3] - box[1])
+    crops = []
+    for scale in scales:
+        s = max(2, int(round(side * scale)))
+        x0, y0 = int(round(cx - s / 2.0)), int(round(cy - s / 2.0))
+        x1, y1 = x0 + s, y0 + s
+        pad_l, pad_t = max(0, -x0), max(0, -y0)
+        pad_r, pad_b = max(0, x1 - width), max(0, y1 - height)
+        region = rgb[max(0, y0) : min(height, y1), max(0, x0) : min(width, x1)]
+        if region.size == 0:
+            raise ValueError(f"face box {box} lies outside the {width}x{height} frame")
+        if pad_l or pad_t or pad_r or pad_b:
+            region = cv2.copyMakeBorder(region, pad_t, pad_b, pad_l, pad_r, cv2.BORDER_REPLICATE)
+        interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
+        crops.append(np.ascontiguousarray(cv2.resize(region, (size, size), interpolation=interp)))
+    return crops
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Features
+# ---------------------------------------------------------------------------------------------------------
+
+# Uniform LBP(8, 1): the 58 codes with at most two 0/1 transitions get their own bin, all others share bin 58.
+_LBP_OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
+
+
+def _uniform_table() -> np.ndarray:
+    table = np.full(256, 58, dtype=np.intp)
+    nxt = 0
+    for code in range(256):
+        bits = [(code >> i) & 1 for i in range(8)]
+        if sum(bits[i] != bits[(i + 1) % 8] for i in range(8)) <= 2:
+            table[code] = nxt
+            nxt += 1
+    return table
+
+
+_UNIFORM = _uniform_table()
+LBP_BINS = 59
+
+
+def lbp_histograms(channels: np.ndarray, radius: int = 1) -> np.ndarray:
+    """Normalised uniform LBP(8, radius) histograms of each channel of an H x W x C uint8 image (C x 59)."""
+    img = channels.astype(np.int16)
+    h, w = img.shape[:2]
+    r = radius
+    centre = img[r : h - r, r : w - r]
+    codes = np.zeros(centre.shape, dtype=np.uint8)
+    for bit, (dy, dx) in enumerate(_LBP_OFFSETS):
+        neighbour = img[r + dy * r : h - r + dy * r, r + dx * r : w - r + dx * r]
+        codes |= (neighbour >= centre).astype(np.uint8) << bit
+    labels = _UNIFORM[codes]  # (h', w', C)
+    n_ch = labels.shape[2]
+    flat = labels.reshape(-1, n_ch) + np.arange(n_ch) * LBP_BINS
+    hist = np.bincount(flat.ravel(), minlength=n_ch * LBP_BINS).reshape(n_ch, LBP_BINS).astype(np.float64)
+    return hist / hist.sum(axis=1, keepdims=True)
+
+
+def _moments(values: np.ndarray) -> np.ndarray:
+    """Mean, standard deviation and skewness of each column (values scaled to [0, 1])."""
+    values = values.astype(np.float32)
+    mean = values.mean(axis=0)
+    centred = values - mean
+    sq = centred * centred
+    var = sq.mean(axis=0)
+    std = np.sqrt(var)
+    skew = (sq * centred).mean(axis=0) / np.maximum(std, 1e-3) ** 3
+    return np.concatenate([mean, std, np.clip(skew, -10, 10)]).astype(np.float64)
+
+
+def _radial_spectrum(gray: np.ndarray, bands: int) -> np.ndarray:
+    """Log energy of the windowed 2-D spectrum in `bands` rings of normalised frequency, minus the total."""
+    n = gray.shape[0]
+    window = np.outer(np.hanning(n), np.hanning(n))
+    g = (gray - gray.mean()) * window
+    power = np.abs(np.fft.fftshift(np.fft.fft2(g))) ** 2
+    yy, xx = np.mgrid[:n, :n] - n // 2
+    radius = np.sqrt(xx**2 + yy**2) / (n / 2.0)
+    idx = np.minimum((radius * bands).astype(np.intp), bands)  # the corners beyond the Nyquist ring: `bands`
+    energy = np.bincount(idx.ravel(), weights=power.ravel(), minlength=bands + 1)[:bands]
+    log_e = np.log(energy + 1e-6)
+    return log_e - np.log(power.sum() + 1e-6)
+
+
+def _lbp(ycrcb: np.ndarray, hsv: np.ndarray, radius: int) -> np.ndarray:
+    # Hellinger map (square root) of the histograms: linear models separate histograms better.
+    return np.sqrt(lbp_histograms(np.concatenate([ycrcb, hsv], axis=2), radius)).ravel()
+
+
+def _colour_moments(ycrcb: np.ndarray, hsv: np.ndarray) -> np.ndarray:
+    return _moments(np.concatenate([ycrcb, hsv], axis=2).reshape(-1, 6) / np.float32(255.0))
+
+
+def _chroma_histograms(ycrcb: np.ndarray, hsv: np.ndarray, bins: int = 16) -> np.ndarray:
+    """Square-rooted 16-bin histograms of Cr, Cb, hue and saturation (the print gamut's colour shift)."""
+    planes = (ycrcb[..., 1], ycrcb[..., 2], hsv[..., 0], hsv[..., 1])
+    tops = (256, 256, 180, 256)  # OpenCV's 8-bit hue runs 0..179
+    out = []
+    for plane, top in zip(planes, tops):
+        idx = (plane.astype(np.intp) * bins) // top
+        hist = np.bincount(idx.ravel(), minlength=bins).astype(np.float64)
+        out.append(np.sqrt(hist / hist.sum()))
+    return np.concatenate(out)
+
+
+def _sharpness(gray: np.ndarray) -> np.ndarray:
+    lap = cv2.Laplacian(gray, cv2.CV_32F)
+    gx, gy = cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1)
+    return np.log(np.array([lap.var(), (gx * gx + gy * gy).mean()], dtype=np.float64) + 1e-8)
+
+
+def _specular(hsv: np.ndarray) -> np.ndarray:
+    v, s = hsv[..., 2], hsv[..., 1]
+    return np.array([np.mean((v > 230) & (s < 40)), np.mean(v > 245)], dtype=np.float64)
+
+
+# name -> (function of (ycrcb, hsv, gray float32 in [0, 1]), length)
+FEATURE_GROUPS = {
+    "lbp": (lambda ycc, hsv, gray: _lbp(ycc, hsv, 1), 6 * LBP_BINS),
+    "lbp2": (lambda ycc, hsv, gray: _lbp(ycc, hsv, 2), 6 * LBP_BINS),
+    "colour": (lambda ycc, hsv, gray: _colour_moments(ycc, hsv), 18),
+    "chroma_hist": (lambda ycc, hsv, gray: _chroma_histograms(ycc, hsv), 64),
+    "sharpness": (lambda ycc, hsv, gray: _sharpness(gray), 2),
+    "specular": (lambda ycc, hsv, gray: _specular(hsv), 2),
+    "spectrum": (lambda ycc, hsv, gray: _radial_spectrum(gray.astype(np.float64), 8), 8),
+}
+
+
+def crop_features(crop: np.ndarray, groups: Sequence[str]) -> np.ndarray:
+    """Texture, colour and frequency statistics of one RGB uint8 crop: the named `FEATURE_GROUPS`, in order."""
+    ycrcb = cv2.cvtColor(crop, cv2.COLOR_RGB2YCrCb)
+    hsv = cv2.cvtColor(crop, cv2.COLOR_RGB2HSV)
+    gray = ycrcb[..., 0].astype(np.float32) / np.float32(255.0)
+    return np.concatenate([FEATURE_GROUPS[g][0](ycrcb, hsv, gray) for g in groups])
+
+
+# Grey-world illuminant normalisation: the scene's colour cast is estimated from a wide, small context crop
+# (the face box x3, 32 px) and divided out of every crop, so colour statistics describe the face relative to
+# its surroundings rather than the room's light.
+ILLUMINANT_SCALE = 3.0
+ILLUMINANT_SIZE = 32
+NORMALISATIONS = ("none", "grey_world")
+
+
+def grey_world_gains(reference: np.ndarray) -> np.ndarray:
+    """Per-channel gains that make the reference crop's mean grey (clipped to [0.5, 2])."""
+    means = reference.reshape(-1, 3).astype(np.float32).mean(axis=0) + 1.0
+    return np.clip(means.mean() / means, 0.5, 2.0).astype(np.float32)
+
+
+def apply_gains(crop: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    return np.clip(crop.astype(np.float32) * gains + 0.5, 0, 255).astype(np.uint8)
+
+
+def features_from_crops(
+    crops: Sequence[np.ndarray], reference: np.ndarray | None, groups: Sequence[str], normalise: str = "none"
+) -> np.ndarray:
+    """`crop_features` of each context crop, concatenated; with `normalise="grey_world"` the crops are first
+    white-balanced by `grey_world_gains(reference)`."""
+    if normalise == "grey_world":
+        if reference is None:
+            raise ValueError("grey_world normalisation needs the reference crop")
+        gains = grey_world_gains(reference)
+        crops = [apply_gains(c, gains) for c in crops]
+    elif normalise != "none":
+        raise ValueError(f"unknown normalisation {normalise!r} (known: {', '.join(NORMALISATIONS)})")
+    return np.concatenate([crop_features(c, groups) for c in crops])
+
+
+def face_features(
+    rgb: np.ndarray, detection: Any, scales: Sequence[float], size: int, groups: Sequence[str],
+    normalise: str = "none",
+) -> np.ndarray:
+    """The feature vector of one face in a whole frame, laid out as the classifier expects."""
+    crops = context_crops(rgb, detection, scales, size)
+    reference = None
+    if normalise == "grey_world":
+        reference = context_crops(rgb, detection, (ILLUMINANT_SCALE,), ILLUMINANT_SIZE)[0]
+    return features_from_crops(crops, reference, groups, normalise)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The declared model
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LivenessCard:
+    """The declaration in `facerec/weights/liveness/model.json`."""
+
+    id: str
+    version: str
+    kind: str  # "liveness": not an embedding model
+    architecture: str
+    input: dict[str, Any]  # {"colour": "RGB", "scales": [...], "size": N, "box": "..."}
+    normalisation: dict[str, Any]
+    weights_file: str
+    weights_sha256: str
+    weights_licence: str
+    training_data: str
+    training_data_licence: str
+    provenance: str
+    threshold: float  # P(live) at or above which a face is accepted as live
+    threshold_provenance: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        return tuple(float(s) for s in self.input["scales"])
+
+    @property
+    def size(self) -> int:
+        return int(self.input["size"])
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return tuple(self.input["features"])
+
+    @property
+    def normalise(self) -> str:
+        return str(self.input.get("normalise", "none"))
+
+    @classmethod
+    def load(cls, folder: Path) -> "LivenessCard":
+        raw = json.loads((Path(folder) / "model.json").read_text())
+        known = set(cls.__dataclass_fields__)
+        extra = {k: raw.pop(k) for k in list(raw) if k not in known}
+        return cls(extra={**raw.pop("extra", {}), **extra}, **raw)
+
+
+@dataclass(frozen=True)
+class LivenessDecision:
+    """A liveness verdict: `is_live` when `score >= threshold`; a refusal carries `reason = "spoof"`."""
+
+    is_live: bool
+    score: float  # P(live)
+    threshold: float
+    reason: str | None = None  # None when live, SPOOF_REASON when refused
+
+    @classmethod
+    def from_score(cls, score: float, threshold: float) -> "LivenessDecision":
+        live = bool(score >= threshold)
+        return cls(is_live=live, score=float(score), threshold=float(threshold), reason=None if live else SPOOF_REASON)
+
+    def to_dict(self) -> dict:
+        return {
+            "is_live": self.is_live,
+            "score": round(self.score, 4),
+            "threshold": round(self.threshold, 4),
+            "reason": self.reason,
+        }
+
+
+class LivenessModel:
+    """The shipped presentation-attack detector. Weights load lazily on the first score; thread-safe."""
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else LIVENESS_FOLDER
+        self.card = LivenessCard.load(self.folder)
+        self._lock = threading.Lock()
+        self._params: dict[str, np.ndarray] | None = None
+
+    @property
+    def threshold(self) -> float:
+        return self.card.threshold
+
+    @property
+    def weights_path(self) -> Path:
+        return self.folder / self.card.weights_file
+
+    def _ensure(self) -> dict[str, np.ndarray]:
+        with self._lock:
+            if self._params is None:
+                data = self.weights_path.read_bytes()
+                digest = hashlib.sha256(data).hexdigest()
+                if digest != self.card.weights_sha256:
+                    raise ValueError(
+                        f"{self.weights_path}: sha256 {digest} differs from model.json's {self.card.weights_sha256}"
+                    )
+                with np.load(self.weights_path) as npz:
+                    params = {k: np.asarray(npz[k], dtype=np.float64) for k in ("mean", "scale", "coef", "intercept")}
+                if params["coef"].shape != params["mean"].shape:
+                    raise ValueError(f"{self.weights_path}: coef and mean differ in shape")
+                self._params = params
+        return self._params
+
+    def features(self, rgb: np.ndarray, detection: Any) -> np.ndarray:
+        """The feature vector the classifier sees for this face (for training and inspection)."""
+        return face_features(
+            rgb, detection, self.card.scales, self.card.size, self.card.features, self.card.normalise
+        )
+
+    def score_features(self, features: np.ndarray) -> np.ndarray:
+        """P(live) for each row of a feature matrix (N x D)."""
+        p = self._ensure()
+        x = np.atleast_2d(np.asarray(features, dtype=np.float64))
+        if x.shape[1] != p["coef"].size:
+            raise ValueError(f"expected {p['coef'].size} features, got {x.shape[1]}")
+        logits = ((x - p["mean"]) / p["scale"]) @ p["coef"] + float(p["intercept"].reshape(-1)[0])
+        return 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
+
+    def score(self, rgb_frame: np.ndarray, detection: Any) -> float:
+        """P(live) of the face `detection` (a `Detection` or an x1, y1, x2, y2 box) in the whole RGB frame.
+
+        Pass the full camera frame, not a tight crop: the context around the face is part of the evidence.
+        """
+        return float(self.score_features(self.features(rgb_frame, detection)[None])[0])
+
+    def score_batch(self, rgb_frames: Sequence[np.ndarray] | np.ndarray, detections: Sequence[Any]) -> np.ndarray:
+        """P(live) of each (frame, detection) pair; one frame may be passed once for several detections."""
+        if isinstance(rgb_frames, np.ndarray) and rgb_frames.ndim == 3:
+            rgb_frames = [rgb_frames] * len(detections)
+        if len(rgb_frames) != len(detections):
+            raise ValueError(f"{len(rgb_frames)} frames for {len(detections)} detections")
+        if not len(detections):
+            return np.zeros((0,), dtype=np.float64)
+        x = np.stack([self.features(f, d) for f, d in zip(rgb_frames, detections)])
+        return self.score_features(x)
+
+    def decide(self, rgb_frame: np.ndarray, detection: Any, threshold: float | None = None) -> LivenessDecision:
+        """Live or spoof, at the model's declared threshold unless one is given."""
+        t = self.threshold if threshold is None else float(threshold)
+        return LivenessDecision.from_score(self.score(rgb_frame, detection), t)
+
+
+@lru_cache(maxsize=4)
+def get_liveness_model(folder: str | None = None) -> LivenessModel:
+    """The shared liveness model (weights still unloaded until the first score)."""
+    return LivenessModel(folder)
