@@ -33,7 +33,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=800)
     ap.add_argument("--write", type=Path)
     args = ap.parse_args()
-    template = model_card(args.model).template
+    card = model_card(args.model)
+    template = card.template
     paths = sorted({p for pair in view1_pairs(args.lfw, "train") for p in (pair.path_a, pair.path_b)})[: args.limit]
     detector = shared_detector(20)
     sharp, yaw, pitch = [], [], []
@@ -48,6 +49,8 @@ def main() -> None:
         yaw.append(abs(y))
         pitch.append(p)
     policy = {
+        "crop_template": {"width": template.width, "height": template.height,
+                          "points": [list(p) for p in template.points]},
         "min_detection_score": MIN_DETECTION_SCORE,
         "min_face_size": MIN_FACE_SIZE,
         "min_sharpness": round(float(np.percentile(sharp, 2)), 1),

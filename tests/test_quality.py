@@ -44,8 +44,8 @@ def test_gate_names_each_problem():
     policy = QualityPolicy.load()
     landmarks = np.array([[40, 50], [80, 50], [78, 70], [45, 90], [75, 90]], float)
     weak_small_turned = Detection(np.array([0, 0, 30, 30.0]), 0.91, landmarks)
-    flat_crop = np.full((150, 150, 3), 128, np.uint8)
-    report = assess(weak_small_turned, flat_crop, policy)
+    flat_image = np.full((150, 150, 3), 128, np.uint8)
+    report = assess(weak_small_turned, flat_image, policy)
     text = "; ".join(report.problems)
     for words in ("weak detection", "too small", "too blurred", "turned too far"):
         assert words in text

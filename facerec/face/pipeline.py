@@ -62,7 +62,7 @@ class FacePipeline:
         crops = np.stack([align_face(rgb, d.landmarks, self.model.template) for d in detections])
         embeddings = self.model.embed(crops, flip_fusion=self.flip_fusion)
         return [
-            Face(d, c, e, assess(d, c, self.quality_policy))
+            Face(d, c, e, assess(d, rgb, self.quality_policy))
             for d, c, e in zip(detections, crops, embeddings)
         ]
 

@@ -14,13 +14,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facerec.face.align import align_face
 from facerec.face.detect import Detection
+from facerec.models.base import AlignmentTemplate
 
 POLICY_FILE = Path(__file__).resolve().parent.parent / "data" / "quality.json"
 
 
 @dataclass(frozen=True)
 class QualityPolicy:
+    """Limits, and the crop geometry they were measured on (sharpness depends on crop scale, so the gate
+    aligns its own crop instead of reusing the embedding model's, whose size differs between models)."""
+
+    crop_template: AlignmentTemplate
     min_detection_score: float
     min_face_size: float
     min_sharpness: float
@@ -31,7 +37,10 @@ class QualityPolicy:
     @classmethod
     def load(cls, path: Path = POLICY_FILE) -> "QualityPolicy":
         raw = json.loads(path.read_text())
+        tpl = raw["crop_template"]
         return cls(
+            crop_template=AlignmentTemplate(int(tpl["width"]), int(tpl["height"]),
+                                            tuple((float(x), float(y)) for x, y in tpl["points"])),
             min_detection_score=float(raw["min_detection_score"]),
             min_face_size=float(raw["min_face_size"]),
             min_sharpness=float(raw["min_sharpness"]),
@@ -89,9 +98,10 @@ def pose_ratios(landmarks: np.ndarray) -> tuple[float, float]:
     return yaw, pitch
 
 
-def assess(detection: Detection, crop: np.ndarray, policy: QualityPolicy) -> QualityReport:
+def assess(detection: Detection, rgb: np.ndarray, policy: QualityPolicy) -> QualityReport:
+    """Judge one detected face in its full image."""
     yaw, pitch = pose_ratios(detection.landmarks)
-    sharp = sharpness(crop)
+    sharp = sharpness(align_face(rgb, detection.landmarks, policy.crop_template))
     problems = []
     if detection.score < policy.min_detection_score:
         problems.append(
