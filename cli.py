@@ -49,6 +49,7 @@ class _State:
     index: Optional[str] = None
     model: Optional[str] = None
     index_kind: Optional[str] = None
+    scorer: Optional[str] = None
 
 
 state = _State()
@@ -64,15 +65,18 @@ def main_options(
                                                  help="Embedding model id (see `facerec models`).")] = None,
     index_kind: Annotated[Optional[str], typer.Option("--index-kind", envvar="FACEREC_INDEX_KIND", show_envvar=True,
                                                       help="flat (exact, default), hnsw or ivfpq.")] = None,
+    scorer: Annotated[Optional[str], typer.Option("--scorer", envvar="FACEREC_SCORER", show_envvar=True,
+                                                  help="cosine (default), learned (the model's trained verifier) or chi2 (LBP histograms).")] = None,
 ) -> None:
-    state.db, state.index, state.model, state.index_kind = db, index, model, index_kind
+    state.db, state.index, state.model, state.index_kind, state.scorer = db, index, model, index_kind, scorer
 
 
 def _engine():
     from facerec.api import FaceRec
     from facerec.config import Settings
 
-    return FaceRec(Settings.resolve(db=state.db, index=state.index, model=state.model, index_kind=state.index_kind))
+    return FaceRec(Settings.resolve(db=state.db, index=state.index, model=state.model, index_kind=state.index_kind,
+                                    scorer=state.scorer))
 
 
 @contextmanager
@@ -307,7 +311,7 @@ def evaluate_pairs(
     pairs: Annotated[Path, typer.Option("--pairs", help="LFW-format pairs file (pairs.txt, pairsDevTest.txt, ...).")],
     root: Annotated[Optional[Path], typer.Option("--root", help="Image folder (default: the pairs file's folder).")] = None,
     folds: Annotated[Optional[int], typer.Option("--folds", min=1, help="Use only the first N folds (quick runs).")] = None,
-    flip: Annotated[bool, typer.Option("--flip", help="Flip fusion: embed each face and its mirror image.")] = False,
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Flip fusion: embed each face and its mirror image (default: as the model declares).")] = None,
     plots: Annotated[Optional[Path], typer.Option("--plots", help="Folder for roc.png and det.png.")] = None,
     crop_cache: Annotated[Optional[Path], typer.Option("--crop-cache", help="Keep aligned crops here: later runs (other models with the same template) skip detection.")] = None,
     save_scores: Annotated[Optional[Path], typer.Option("--save-scores", help="Write pair scores, labels and folds (.npz) for plots that compare runs.")] = None,
@@ -320,17 +324,19 @@ def evaluate_pairs(
     with _command(as_json):
         from facerec.api import evaluation_pipeline
         from facerec.evaluation.lfw_protocol import read_pairs
+        from facerec.decisions.scorers import get_scorer
         from facerec.evaluation.pairs import evaluate_pairs as run, write_plots
 
         chosen = read_pairs(pairs, root)
         if folds is not None:
             chosen = [p for p in chosen if p.fold < folds]
         pipeline = evaluation_pipeline(model=state.model, flip_fusion=flip)
+        scorer = get_scorer(state.scorer or "cosine", pipeline.model.id)
         images = len({q for p in chosen for q in (p.path_a, p.path_b)})
         with _progress("embedding", as_json) as progress:
             task = progress.add_task("images", total=images)
             report, scores, labels = run(pipeline, chosen, progress=lambda n: progress.advance(task, n),
-                                         cache_dir=crop_cache)
+                                         cache_dir=crop_cache, scorer=scorer)
         if plots is not None:
             write_plots(plots, {report.model_id: (scores, labels)}, title=f"{pairs.name}")
         if save_scores is not None:
@@ -338,11 +344,11 @@ def evaluate_pairs(
 
             save_scores.parent.mkdir(parents=True, exist_ok=True)
             np.savez(save_scores, scores=scores, labels=labels, folds=np.array([p.fold for p in chosen]),
-                     model_id=report.model_id, flip=flip)
+                     model_id=report.model_id, scorer=report.scorer, flip=pipeline.flip_fusion)
     if as_json:
         _print_json(report.to_dict())
         return
-    table = Table(title=f"{pairs.name}: {report.pairs} pairs, model {report.model_id}")
+    table = Table(title=f"{pairs.name}: {report.pairs} pairs, model {report.model_id}, scorer {report.scorer}")
     table.add_column("metric")
     table.add_column("value")
     if report.accuracy_mean is not None:
@@ -361,7 +367,7 @@ def evaluate_ident(
     root: Annotated[Path, typer.Option("--root", help="A folder per identity.")],
     unknown_fraction: Annotated[float, typer.Option("--unknown-fraction", min=0.01, max=0.9, help="Identities held out as unknowns.")] = 0.2,
     gallery_images: Annotated[int, typer.Option("--gallery-images", min=1, help="Photos per enrolled identity (1 = one-shot; more = mean template).")] = 1,
-    flip: Annotated[bool, typer.Option("--flip", help="Flip fusion.")] = False,
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Flip fusion (default: as the model declares).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the known/unknown split.")] = 0,
     as_json: JsonFlag = False,
 ) -> None:

@@ -23,6 +23,8 @@ def main() -> None:
     for path in args.runs:
         data = np.load(path, allow_pickle=False)
         name = str(data["model_id"]) + (" + flip" if bool(data["flip"]) else "")
+        if "scorer" in data and str(data["scorer"]) != "cosine":
+            name += f" ({data['scorer']})"
         runs[name] = (data["scores"], data["labels"])
     for written in write_plots(args.out, runs, args.title):
         print(written)

@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from facerec.config import Settings
+from facerec.decisions.scorers import Scorer, get_scorer
 from facerec.decisions.calibration import Calibration, calibrate_scores, fpir_threshold, write_report
 from facerec.decisions.thresholds import IDENTIFICATION, VERIFICATION, DecisionThreshold, resolve_threshold
 from facerec.errors import (
@@ -105,6 +106,7 @@ class FaceRec:
         self._index: SearchIndex | None = None
         self._index_generation = -1
         self._pipeline: FacePipeline | None = None
+        self._scorer: Scorer | None = None
 
     # --- lazily opened parts -----------------------------------------------------------------------
     @property
@@ -136,9 +138,16 @@ class FaceRec:
             )
         return self._index
 
+    @property
+    def scorer(self) -> Scorer:
+        """How two templates are compared (cosine, or the learned verifier / chi-square of this model)."""
+        if self._scorer is None:
+            self._scorer = get_scorer(self.settings.scorer, self.card.id)
+        return self._scorer
+
     def operating_point(self, kind: str = VERIFICATION) -> DecisionThreshold:
-        """The threshold in force: the stored calibration of this model, else the model's default."""
-        return resolve_threshold(self.store, self.card, kind)
+        """The threshold in force: the stored calibration of this model and scorer, else its default."""
+        return resolve_threshold(self.store, self.card, kind, scorer=self.scorer.name)
 
     def close(self) -> None:
         if self._store is not None:
@@ -262,7 +271,7 @@ class FaceRec:
             raise UnknownPersonError(f"unknown person {name!r} (see `facerec list`)")
         rgb = load_image(image)
         face = self.pipeline.single_face(rgb, largest=largest, label=str(image))
-        score = float(np.max(gallery.embeddings @ face.embedding))
+        score = float(np.max(self.scorer.score(gallery.embeddings, face.embedding[None])))
         point = self.operating_point()
         live = get_liveness_model().decide(rgb, face.detection) if liveness else None
         match = score >= point.threshold and (live is None or live.is_live)
@@ -296,17 +305,24 @@ class FaceRec:
         return IdentifiedFace(name, best.score, candidates, face.to_dict())
 
     def _candidates(self, embedding: np.ndarray, top_k: int) -> list[Candidate]:
-        """Best `top_k` people for one embedding: a person scores their best template."""
+        """Best `top_k` people for one embedding: a person scores their best template.
+
+        The index gives a cosine shortlist (extra neighbours, so that people with many templates do not
+        crowd out others); other scorers re-score the shortlist, so someone outside it cannot be found.
+        """
         index = self.index
         if index.ntotal == 0:
             return []
-        # Ask for extra neighbours so that people with many templates do not crowd out others.
         scores, ids = index.search(embedding[None], max(top_k * 8, 16))
         valid = ids[0] >= 0
         owners = self.store.templates(self.card.id, ids=ids[0][valid].tolist())
         owner_of = dict(zip(owners.ids.tolist(), owners.person_names))
+        if self.scorer.name == "cosine":
+            scored = zip(ids[0][valid].tolist(), scores[0][valid].tolist())
+        else:
+            scored = zip(owners.ids.tolist(), self.scorer.score(owners.embeddings, embedding[None]).tolist())
         best: dict[str, float] = {}
-        for template_id, score in zip(ids[0][valid].tolist(), scores[0][valid].tolist()):
+        for template_id, score in scored:
             person = owner_of.get(template_id)
             if person is not None and score > best.get(person, -np.inf):
                 best[person] = float(score)
@@ -336,9 +352,10 @@ class FaceRec:
 
         genuine, impostor, description = pair_scores_for_calibration(
             self.pipeline, pairs_file=pairs_file, root=root, from_dir=from_dir, impostors=impostors,
-            max_impostors=max_impostors, progress=progress, on_total=on_total,
+            max_impostors=max_impostors, progress=progress, on_total=on_total, scorer=self.scorer,
         )
-        calibration = calibrate_scores(genuine, impostor, self.card.id, description, far=far)
+        calibration = calibrate_scores(genuine, impostor, self.card.id, description, far=far,
+                                       scorer=self.scorer.name)
         report = calibration.to_dict() | {"target_far": far}
         record_id = self.store.save_calibration(
             self.card.id, VERIFICATION, calibration.scorer, description, calibration.n_genuine,
@@ -365,7 +382,7 @@ class FaceRec:
         gallery = len(self.people())
         description = f"{len(best)} unknown probes from {unknowns} against a gallery of {gallery} people"
         report = {"target_fpir": fpir, "measured_fpir": measured, "gallery_size": gallery, "probes": int(best.size)}
-        record_id = self.store.save_calibration(self.card.id, IDENTIFICATION, "cosine", description, 0,
+        record_id = self.store.save_calibration(self.card.id, IDENTIFICATION, self.scorer.name, description, 0,
                                                 int(best.size), None, threshold, f"fpir={fpir:g}", report)
         return {"id": record_id, "threshold": threshold, **report, "data": description}
 
@@ -412,7 +429,7 @@ class FaceRec:
         self._index_generation = generation
 
 
-def evaluation_pipeline(model: str | None = None, flip_fusion: bool = False) -> FacePipeline:
+def evaluation_pipeline(model: str | None = None, flip_fusion: bool | None = None) -> FacePipeline:
     """A pipeline with the configured detector settings, for evaluation runs (no database needed)."""
     settings = Settings.resolve(model=model)
     return FacePipeline(get_model(settings.model_id), min_score=settings.min_face_score,

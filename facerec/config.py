@@ -5,6 +5,7 @@ FACEREC_DB      SQLAlchemy URL of the enrollment database (default: sqlite:///$F
 FACEREC_INDEX   path of the FAISS index file (default: beside a SQLite file, else under $FACEREC_HOME)
 FACEREC_MODEL   embedding model id (default: the shipped default model)
 FACEREC_INDEX_KIND  flat | hnsw | ivfpq (default: flat, exact)
+FACEREC_SCORER  cosine | learned | chi2: how two templates are compared (default: cosine)
 FACEREC_MIN_FACE_SCORE / FACEREC_MIN_FACE_SIZE  detector filters (default 0.9 / 20 px)
 FACEREC_MAX_PIXELS  largest image accepted (default 50,000,000 pixels)
 """
@@ -46,6 +47,7 @@ class Settings:
     index_path: Path
     model_id: str = DEFAULT_MODEL_ID
     index_kind: str = "flat"
+    scorer: str = "cosine"
     min_face_score: float = DEFAULT_MIN_FACE_SCORE
     min_face_size: float = DEFAULT_MIN_FACE_SIZE
     home: Path = field(default_factory=default_home)
@@ -57,6 +59,7 @@ class Settings:
         index: str | os.PathLike | None = None,
         model: str | None = None,
         index_kind: str | None = None,
+        scorer: str | None = None,
         min_face_score: float | None = None,
         min_face_size: float | None = None,
     ) -> "Settings":
@@ -71,6 +74,7 @@ class Settings:
             index_path=resolved_index,
             model_id=model or os.environ.get("FACEREC_MODEL") or DEFAULT_MODEL_ID,
             index_kind=index_kind or os.environ.get("FACEREC_INDEX_KIND") or "flat",
+            scorer=scorer or os.environ.get("FACEREC_SCORER") or "cosine",
             min_face_score=min_face_score
             if min_face_score is not None
             else _env_float("FACEREC_MIN_FACE_SCORE", DEFAULT_MIN_FACE_SCORE),

@@ -29,8 +29,8 @@ def model_default(card: ModelCard) -> DecisionThreshold:
 
 
 def resolve_threshold(store, card: ModelCard, kind: str = VERIFICATION, scorer: str = "cosine") -> DecisionThreshold:
-    """The calibration in force for this model and decision kind; identification falls back to
-    verification's, and both fall back to the model's default."""
+    """The calibration in force for this model, scorer and decision kind; identification falls back to
+    verification's, and both fall back to the default of the model (cosine) or of the scorer."""
     kinds = (IDENTIFICATION, VERIFICATION) if kind == IDENTIFICATION else (VERIFICATION,)
     for k in kinds:
         record = store.active_calibration(card.id, k, scorer)
@@ -42,4 +42,8 @@ def resolve_threshold(store, card: ModelCard, kind: str = VERIFICATION, scorer: 
                        f"{record['data']}",
                 target_far=report.get("target_far"),
             )
-    return model_default(card)
+    if scorer == "cosine":
+        return model_default(card)
+    from facerec.decisions.scorers import default_threshold, get_scorer  # lazy: scorers imports this module
+
+    return default_threshold(get_scorer(scorer, card.id), card)

@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 
+from facerec.decisions.scorers import CosineScorer, Scorer, score_pairs
 from facerec.errors import InputPathError
 from facerec.evaluation.lfw_protocol import read_pairs
 from facerec.evaluation.pairs import embed_images
@@ -16,7 +17,7 @@ from facerec.io import image_files
 
 
 def _cross_identity_scores(paths: list[Path], embeddings: dict[Path, np.ndarray], max_pairs: int,
-                           seed: int = 0) -> np.ndarray:
+                           scorer: Scorer, seed: int = 0) -> np.ndarray:
     """Similarities of every pair of images of different identities (folder = identity), sampled down to
     `max_pairs` without replacement when there are more."""
     keys = [p for p in paths if p in embeddings]
@@ -28,7 +29,16 @@ def _cross_identity_scores(paths: list[Path], embeddings: dict[Path, np.ndarray]
     if len(i) > max_pairs:
         pick = np.random.default_rng(seed).choice(len(i), max_pairs, replace=False)
         i, j = i[pick], j[pick]
-    return np.einsum("nd,nd->n", matrix[i], matrix[j]).astype(np.float64)
+    if scorer.name == "cosine":  # unit vectors: a float32 inner product, millions of pairs in one go
+        return np.einsum("nd,nd->n", matrix[i], matrix[j]).astype(np.float64)
+    return score_pairs(scorer, matrix, i, j)
+
+
+def _listed_scores(pairs: list[tuple[Path, Path]], embeddings: dict[Path, np.ndarray], scorer: Scorer) -> np.ndarray:
+    kept = [(a, b) for a, b in pairs if a in embeddings and b in embeddings]
+    if not kept:
+        return np.zeros(0)
+    return scorer.score(np.stack([embeddings[a] for a, _ in kept]), np.stack([embeddings[b] for _, b in kept]))
 
 
 def pair_scores_for_calibration(
@@ -40,6 +50,7 @@ def pair_scores_for_calibration(
     max_impostors: int = 5_000_000,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    scorer: Scorer | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(genuine scores, impostor scores, a description of the data). Images without a face are left out."""
     if (pairs_file is None) == (from_dir is None):
@@ -70,17 +81,18 @@ def pair_scores_for_calibration(
         source = f"{root_dir} ({len(folders)} identities, {len(paths)} images)"
     if on_total is not None:
         on_total(len(paths))
+    scorer = scorer or CosineScorer()
     embedded = embed_images(pipeline, paths, progress)
     emb = embedded.embeddings
-    genuine = np.array([float(emb[a] @ emb[b]) for a, b in genuine_pairs if a in emb and b in emb])
+    genuine = _listed_scores(genuine_pairs, emb, scorer)
     if impostors == "all":
-        impostor = _cross_identity_scores(paths, emb, max_impostors)
+        impostor = _cross_identity_scores(paths, emb, max_impostors, scorer)
         kind = "all cross-identity pairs" + (f" (sampled to {max_impostors:,})" if len(impostor) >= max_impostors else "")
     else:
-        impostor = np.array([float(emb[a] @ emb[b]) for a, b in listed_impostors if a in emb and b in emb])
+        impostor = _listed_scores(listed_impostors, emb, scorer)
         kind = "listed mismatched pairs"
     if genuine.size == 0 or impostor.size == 0:
         raise InputPathError("calibration needs both genuine and impostor pairs with detectable faces")
     description = (f"{source}; genuine: {genuine.size:,} pairs; impostor: {impostor.size:,} {kind}; "
-                   f"{len(embedded.failed)} images without a face left out; pipeline {pipeline.model.id}")
+                   f"{len(embedded.failed)} images without a face left out; pipeline {pipeline.model.id}, scorer {scorer.name}")
     return genuine, impostor, description

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from facerec.decisions import metrics
+from facerec.decisions.scorers import CosineScorer, Scorer
 from facerec.evaluation.lfw_protocol import Pair, labels_and_folds
 from facerec.face.align import align_face
 from facerec.face.detect import Detection, detect_faces
@@ -114,6 +115,7 @@ def embed_images(pipeline: FacePipeline, paths: Sequence[Path],
 @dataclass
 class PairsReport:
     model_id: str
+    scorer: str
     pairs: int
     genuine: int
     impostor: int
@@ -135,25 +137,29 @@ class PairsReport:
         return asdict(self)
 
 
-def pair_scores(pairs: Sequence[Pair], embedded: EmbeddedImages) -> tuple[np.ndarray, int]:
-    scores = np.empty(len(pairs))
-    failed = 0
-    for i, pair in enumerate(pairs):
-        a, b = embedded.embeddings.get(pair.path_a), embedded.embeddings.get(pair.path_b)
-        if a is None or b is None:
-            scores[i] = FAILED_SCORE
-            failed += 1
-        else:
-            scores[i] = float(a @ b)
-    return scores, failed
+def pair_scores(pairs: Sequence[Pair], embedded: EmbeddedImages, scorer: Scorer | None = None) -> tuple[np.ndarray, int]:
+    """Score every pair; a pair with an image without a face is a reject: -1 for cosine, else one below
+    the lowest measured score (-1 is mid-range for -chi-square or a logit)."""
+    scorer = scorer or CosineScorer()
+    e = embedded.embeddings
+    ok = np.array([p.path_a in e and p.path_b in e for p in pairs], dtype=bool)
+    scores = np.full(len(pairs), FAILED_SCORE)
+    if ok.any():
+        kept = [p for p, k in zip(pairs, ok) if k]
+        scores[ok] = scorer.score(np.stack([e[p.path_a] for p in kept]), np.stack([e[p.path_b] for p in kept]))
+        if scorer.name != "cosine":
+            scores[~ok] = scores[ok].min() - 1.0
+    return scores, int((~ok).sum())
 
 
 def evaluate_pairs(pipeline: FacePipeline, pairs: Sequence[Pair], progress: Callable[[int], None] | None = None,
-                   cache_dir: Path | None = None) -> tuple[PairsReport, np.ndarray, np.ndarray]:
+                   cache_dir: Path | None = None, scorer: Scorer | None = None,
+                   ) -> tuple[PairsReport, np.ndarray, np.ndarray]:
     """Embed every image once, score every pair; returns the report, the scores and the labels."""
     paths = sorted({p for pair in pairs for p in (pair.path_a, pair.path_b)})
     embedded = embed_images(pipeline, paths, progress, cache_dir)
-    scores, failed_pairs = pair_scores(pairs, embedded)
+    scorer = scorer or CosineScorer()
+    scores, failed_pairs = pair_scores(pairs, embedded, scorer)
     labels, folds = labels_and_folds(pairs)
     n_folds = len(np.unique(folds))
     mean = std = None
@@ -162,7 +168,7 @@ def evaluate_pairs(pipeline: FacePipeline, pairs: Sequence[Pair], progress: Call
     roc = metrics.roc_curve(scores, labels)
     eer_value, eer_threshold = metrics.eer(scores, labels)
     report = PairsReport(
-        model_id=pipeline.model.id, pairs=len(pairs), genuine=int(labels.sum()),
+        model_id=pipeline.model.id, scorer=scorer.name, pairs=len(pairs), genuine=int(labels.sum()),
         impostor=int(len(labels) - labels.sum()), folds=n_folds,
         accuracy_mean=None if mean is None else float(mean), accuracy_std=None if std is None else float(std),
         roc_auc=float(roc.auc), eer=float(eer_value), eer_threshold=float(eer_threshold),

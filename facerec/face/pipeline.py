@@ -39,14 +39,15 @@ class FacePipeline:
         min_score: float = 0.9,
         min_size: float = 20,
         quality_policy: QualityPolicy | None = None,
-        flip_fusion: bool = False,
+        flip_fusion: bool | None = None,
     ) -> None:
         self.model = model
         self.detector = shared_detector(max(12, int(min_size)))
         self.min_score = min_score
         self.min_size = min_size
         self.quality_policy = quality_policy or QualityPolicy.load()
-        self.flip_fusion = flip_fusion
+        # Flip fusion (embed the face and its mirror image) as the model declares, unless overridden.
+        self.flip_fusion = bool(model.card.extra.get("flip_fusion", False)) if flip_fusion is None else flip_fusion
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         return detect_faces(self.detector, rgb, self.min_score, self.min_size)

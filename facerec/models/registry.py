@@ -15,6 +15,9 @@ from facerec.models.base import WEIGHTS_ROOT, EmbeddingModel, ModelCard
 
 RUNTIMES = {
     "dlib_resnet": "facerec.models.dlib_resnet:DlibResNetEmbedder",
+    "eigenfaces": "facerec.models.classical:EigenfacesEmbedder",
+    "fisherfaces": "facerec.models.classical:FisherfacesEmbedder",
+    "lbp_histogram": "facerec.models.classical:LBPEmbedder",
     "mobilefacenet": "facerec.models.mobilefacenet:MobileFaceNetEmbedder",
 }
 
