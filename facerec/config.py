@@ -19,7 +19,8 @@ from pathlib import Path
 
 from facerec.errors import FacerecError
 
-DEFAULT_MODEL_ID = "dlib_resnet29"
+# Chosen on LFW View 1 DevTest (MODEL_CARD.md): AUC 0.99906 / EER 0.8 % against dlib_resnet29's 0.99889 / 1.2 %.
+DEFAULT_MODEL_ID = "mobilefacenet"
 DEFAULT_MIN_FACE_SCORE = 0.9
 DEFAULT_MIN_FACE_SIZE = 20
 

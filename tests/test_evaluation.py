@@ -67,17 +67,19 @@ def test_lfw_view2_accuracy_of_the_default_model(lfw, tmp_path):
 def test_learned_scorer_and_classical_models_through_the_cli(lfw, tmp_path):
     """`--scorer learned` decides verify with its own threshold; classical models evaluate by the same code."""
     db = str(tmp_path / "f.db")
-    assert run_cli("--db", db, "enroll", "Tony Blair", str(lfw / "Tony_Blair" / "Tony_Blair_0001.jpg")).returncode == 0
-    same = run_cli("--db", db, "--scorer", "learned", "verify", "Tony Blair",
+    enrolled = run_cli("--db", db, "--model", "dlib_resnet29", "enroll", "Tony Blair",
+                       str(lfw / "Tony_Blair" / "Tony_Blair_0001.jpg"))
+    assert enrolled.returncode == 0, enrolled.stderr
+    same = run_cli("--db", db, "--model", "dlib_resnet29", "--scorer", "learned", "verify", "Tony Blair",
                    str(lfw / "Tony_Blair" / "Tony_Blair_0002.jpg"), "--json")
-    other = run_cli("--db", db, "--scorer", "learned", "verify", "Tony Blair",
+    other = run_cli("--db", db, "--model", "dlib_resnet29", "--scorer", "learned", "verify", "Tony Blair",
                     str(lfw / "Colin_Powell" / "Colin_Powell_0001.jpg"), "--json")
     assert same.returncode == 0 and other.returncode == 1, same.stdout + other.stdout
     assert json.loads(same.stdout)["threshold_source"].startswith("default of verifier")
     assert json.loads(same.stdout)["score"] > json.loads(other.stdout)["score"]
 
     pairs = small_pairs_file(lfw, tmp_path)
-    for args, floor in ((["--scorer", "learned"], 0.95), (["--model", "fisherfaces"], 0.6),
+    for args, floor in ((["--model", "dlib_resnet29", "--scorer", "learned"], 0.95), (["--model", "fisherfaces"], 0.6),
                         (["--model", "lbph", "--scorer", "chi2"], 0.6)):
         result = run_cli(*args, "evaluate", "pairs", "--pairs", str(pairs), "--root", str(lfw),
                          "--crop-cache", str(tmp_path / "crops"), "--json")
