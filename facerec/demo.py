@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from facerec.api import FaceRec

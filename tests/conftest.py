@@ -64,8 +64,6 @@ def pg_url() -> str:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     yield url
-    from sqlalchemy import create_engine as _ce  # noqa: F401  (engines of the test are disposed by now)
-
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()

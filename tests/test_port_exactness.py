@@ -6,7 +6,6 @@ import hashlib
 import warnings
 
 import numpy as np
-import pytest
 
 from conftest import need
 from facerec.models.base import WEIGHTS_ROOT

@@ -75,7 +75,7 @@ def test_cosine_and_chi_square_scorers():
 @pytest.mark.parametrize("classifier", ["logistic", "mlp"])
 def test_learned_verifier_separates_synthetic_pairs(classifier, tmp_path):
     from facerec.train.verifier import fit_classifier, forward_gap, numpy_logit, params_arrays
-    from facerec.train.artefacts import write_npz
+    from facerec.npzfile import write_npz
 
     rng = np.random.default_rng(0)
     dim, n = 12, 1500

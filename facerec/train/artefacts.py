@@ -4,9 +4,7 @@ identity-disjoint split of the crop cache, validation numbers, and byte-stable w
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +18,6 @@ DEFAULT_CACHE = REPO / ".cache" / "crops" / "dlib_resnet29"
 WEIGHTS_ROOT = REPO / "facerec" / "weights"
 CELEBA_TERMS = ("CelebA (Liu, Luo, Wang & Tang, ICCV 2015, The Chinese University of Hong Kong): non-commercial "
                 "research purposes only; a model trained on it inherits that restriction.")
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
-    """An .npz with fixed entry timestamps (np.savez stamps the current time), so equal arrays give equal
-    bytes and the same sha256. Returns the sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_licence(folder: Path, what: str, command: str) -> None:

@@ -8,13 +8,12 @@ returning N x D raw (unnormalised) embeddings. Freezing works on named *stages* 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from facerec.npzfile import write_npz
 import torch
 from torch import nn
 
@@ -189,17 +188,6 @@ def compact_state(state: dict[str, np.ndarray], dtype: str = "int12") -> dict[st
         else:
             out[k] = v.astype(np.float32)
     return out
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """A deflated .npz, byte-for-byte reproducible (sorted names, fixed zip timestamps)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, buf.getvalue(), compresslevel=9)
 
 
 def export_model_folder(

@@ -42,6 +42,7 @@ from facerec.models.liveness import (
     context_crops,
     features_from_crops,
 )
+from facerec.npzfile import write_npz
 
 # The runtime pipeline's defaults (facerec.config), so training sees the boxes `facerec verify` will pass.
 DETECTOR_MIN_FACE = int(DEFAULT_MIN_FACE_SIZE)
@@ -354,23 +355,6 @@ def operating_threshold(scores: np.ndarray, y: np.ndarray) -> tuple[float, str]:
 # ---------------------------------------------------------------------------------------------------------
 # Writing the model
 # ---------------------------------------------------------------------------------------------------------
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
-    """An .npz with fixed entry timestamps (np.savez stamps the current time), so equal arrays give equal
-    bytes and the same sha256. Returns the sha256."""
-    import io
-    import zipfile
-
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def data_fingerprint(root: Path, frames: Sequence[Frame]) -> str:

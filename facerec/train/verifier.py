@@ -39,7 +39,8 @@ import numpy as np
 
 from facerec.decisions.scorers import PAIR_FEATURES, classifier_logit, pair_features, sigmoid
 from facerec.train.artefacts import (CELEBA_TERMS, DEFAULT_CACHE, REPO, WEIGHTS_ROOT, cache_description, cache_split,
-                                     score_report, validation_pairs, write_json, write_licence, write_npz)
+                                     score_report, validation_pairs, write_json, write_licence)
+from facerec.npzfile import write_npz
 from facerec.train.data import verification_pairs
 
 WEIGHTS_FILE = "coef.npz"
