@@ -369,6 +369,7 @@ def evaluate_ident(
     gallery_images: Annotated[int, typer.Option("--gallery-images", min=1, help="Photos per enrolled identity (1 = one-shot; more = mean template).")] = 1,
     flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Flip fusion (default: as the model declares).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the known/unknown split.")] = 0,
+    crop_cache: Annotated[Optional[Path], typer.Option("--crop-cache", help="Keep aligned crops here for later runs.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Open-set 1:K identification: one-shot gallery, held-out unknowns; rank-1 and DIR at FPIR 1% / 10%."""
@@ -381,7 +382,8 @@ def evaluate_ident(
             task = progress.add_task("images", total=None)
             report = evaluate_identification(pipeline, root, unknown_fraction, gallery_images, seed,
                                              progress=lambda n: progress.advance(task, n),
-                                             on_total=lambda n: progress.update(task, total=n))
+                                             on_total=lambda n: progress.update(task, total=n),
+                                             cache_dir=crop_cache)
     if as_json:
         _print_json(report.to_dict())
         return
@@ -405,6 +407,7 @@ def calibrate(
     use_eer: Annotated[bool, typer.Option("--eer", help="Operate at the equal error rate instead of a FAR target.")] = False,
     impostors: Annotated[str, typer.Option("--impostors", help="all: every cross-identity pair of the images (resolves small FARs); listed: the file's mismatched pairs.")] = "all",
     report: Annotated[Path, typer.Option("--report", help="Folder for roc.png, det.png and calibration.md.")] = Path("calibration"),
+    crop_cache: Annotated[Optional[Path], typer.Option("--crop-cache", help="Keep aligned crops here for later runs.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Measure ROC/EER of the current model and pipeline, store the operating point, and put it in force.
@@ -419,7 +422,7 @@ def calibrate(
             calibration, written = fr.calibrate(
                 pairs_file=pairs, root=root, from_dir=from_dir, far=None if use_eer else far, impostors=impostors,
                 report_dir=report, progress=lambda n: progress.advance(task, n),
-                on_total=lambda n: progress.update(task, total=n),
+                on_total=lambda n: progress.update(task, total=n), cache_dir=crop_cache,
             )
     if as_json:
         _print_json(calibration.to_dict() | {"files": [str(p) for p in written]})

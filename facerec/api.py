@@ -341,6 +341,7 @@ class FaceRec:
         report_dir: str | os.PathLike | None = None,
         progress: Callable[[int], None] | None = None,
         on_total: Callable[[int], None] | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ) -> tuple[Calibration, list[Path]]:
         """Measure genuine/impostor scores of this model and pipeline, store the calibration, put it in force.
 
@@ -353,6 +354,7 @@ class FaceRec:
         genuine, impostor, description = pair_scores_for_calibration(
             self.pipeline, pairs_file=pairs_file, root=root, from_dir=from_dir, impostors=impostors,
             max_impostors=max_impostors, progress=progress, on_total=on_total, scorer=self.scorer,
+            cache_dir=Path(cache_dir) if cache_dir else None,
         )
         calibration = calibrate_scores(genuine, impostor, self.card.id, description, far=far,
                                        scorer=self.scorer.name)

@@ -51,6 +51,7 @@ def pair_scores_for_calibration(
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     scorer: Scorer | None = None,
+    cache_dir: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(genuine scores, impostor scores, a description of the data). Images without a face are left out."""
     if (pairs_file is None) == (from_dir is None):
@@ -82,7 +83,7 @@ def pair_scores_for_calibration(
     if on_total is not None:
         on_total(len(paths))
     scorer = scorer or CosineScorer()
-    embedded = embed_images(pipeline, paths, progress)
+    embedded = embed_images(pipeline, paths, progress, cache_dir)
     emb = embedded.embeddings
     genuine = _listed_scores(genuine_pairs, emb, scorer)
     if impostors == "all":

@@ -63,6 +63,7 @@ def evaluate_identification(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    cache_dir: Path | None = None,
 ) -> IdentificationReport:
     if not Path(root).is_dir():
         raise InputPathError(f"{root}: not a directory (expected one sub-folder per identity)")
@@ -72,7 +73,7 @@ def evaluate_identification(
     paths = [p for v in known.values() for p in v] + [p for v in unknown.values() for p in v]
     if on_total is not None:
         on_total(len(paths))
-    emb = embed_images(pipeline, paths, progress).embeddings
+    emb = embed_images(pipeline, paths, progress, cache_dir).embeddings
     names, gallery, mated, mated_label = [], [], [], []
     for name, photos in known.items():
         enrolled = [emb[p] for p in photos[:gallery_images] if p in emb]
