@@ -46,6 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from facerec.models.dlib_resnet import BLOCKS, MEAN_RGB  # noqa: E402
+from facerec.models.dlib_resnet import quantise
 from facerec.npzfile import write_npz
 
 # (state-dict prefix, in channels, out channels, kernel, stride, padding) for the 29 con+affine pairs, in order.
@@ -193,26 +194,6 @@ def read_faceapi(model_dir: Path) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------------ storage
-def compact(state: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
-    """Store every tensor as float32/float16, or conv/fc weights as per-output-channel symmetric intN."""
-    if dtype in ("float32", "float16"):
-        return {k: v.astype(dtype) for k, v in state.items()}
-    bits = int(dtype[len("int") :])
-    qmax = 2 ** (bits - 1) - 1
-    out: dict[str, np.ndarray] = {}
-    for k, v in state.items():
-        if v.ndim >= 2:  # conv / fc weights, one scale per output channel (max-abs, no clipping)
-            flat = v.reshape(v.shape[0], -1).astype(np.float64)
-            scale = np.abs(flat).max(axis=1) / qmax
-            scale[scale == 0] = 1.0
-            q = np.clip(np.rint(flat / scale[:, None]), -qmax, qmax)
-            out[k + ".q"] = q.astype(np.int8 if bits <= 8 else np.int16).reshape(v.shape)
-            out[k + ".scale"] = scale.astype(np.float32)
-        else:  # per-channel affine scales and biases: float32 (a few KB)
-            out[k] = v.astype(np.float32)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source", choices=["dlib", "faceapi"], help="dlib: the .dat file; faceapi: the model folder")
@@ -221,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", choices=["float32", "float16", "int8", "int10", "int12"], default="int12")
     args = ap.parse_args(argv)
     state = read_dlib(args.input) if args.source == "dlib" else read_faceapi(args.input)
-    arrays = compact(state, args.dtype)
+    arrays = quantise(state, args.dtype)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     write_npz(args.output, arrays, compresslevel=9)
     digest = hashlib.sha256(args.output.read_bytes()).hexdigest()

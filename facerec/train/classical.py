@@ -40,7 +40,8 @@ from facerec.models.base import l2_normalise
 from facerec.models.classical import (EigenfacesEmbedder, FisherfacesEmbedder, LBPEmbedder, grey_faces,
                                       lbp_bins, lbp_cell_histograms, pixel_vectors, weighted_histograms)
 from facerec.train.artefacts import (CELEBA_TERMS, DEFAULT_CACHE, REPO, WEIGHTS_ROOT, cache_description, cache_split,
-                                     score_report, sha256_file, validation_pairs, write_json, write_licence)
+                                     score_report, validation_pairs, write_json, write_licence)
+from facerec.io import sha256_file
 from facerec.npzfile import write_npz
 from facerec.train.data import verification_pairs
 
