@@ -250,8 +250,11 @@ def _start_bulk_enroll(world: Path, lfw: Path) -> tuple[subprocess.Popen, Path]:
         (root / name).mkdir(parents=True)
         for n in (1, 2, 3):
             shutil.copy(lfw_image(lfw, name, n), root / name)
+    # As from a terminal: Ctrl-C delivers SIGINT with its default disposition. A runner that starts the tests
+    # in the background (bash `cmd &`) makes children inherit SIGINT as *ignored*, and Python then never
+    # installs its KeyboardInterrupt handler; restore the default in the child.
     proc = subprocess.Popen(_bulk_command(world, root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=REPO)
+                            cwd=REPO, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return proc, root
 
 
