@@ -21,22 +21,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from facerec.decisions.metrics import RocCurve, eer, roc_curve, threshold_at_far
+from facerec.decisions.metrics import RocCurve, eer, roc_curve, threshold_at_far, validated
 
 
 def _validated(scores: ArrayLike, is_live: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    raw = np.asarray(is_live).ravel()
-    if s.shape != raw.shape:
-        raise ValueError(f"scores ({s.size}) and labels ({raw.size}) differ in length")
-    if not np.isin(raw, (0, 1)).all():
-        raise ValueError("labels must be 1 (bona fide / live) or 0 (attack)")
-    if not np.isfinite(s).all():
-        raise ValueError("scores must be finite (no NaN or inf)")
-    y = raw.astype(bool)
-    if y.all() or not y.any():
-        raise ValueError(f"need both bona fide and attack presentations (got {int(y.sum())} live of {y.size})")
-    return s, y
+    return validated(scores, is_live, positive="bona fide (live) presentations", negative="attack presentations")
 
 
 def apcer_bpcer(scores: ArrayLike, is_live: ArrayLike, threshold: float) -> tuple[float, float]:

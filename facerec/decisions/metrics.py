@@ -61,26 +61,28 @@ class OperatingPoint:
     resolution_limited: bool
 
 
-def _split(scores: ArrayLike, labels: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Validated 1-D float scores and boolean labels; both classes must be present for any rate to exist."""
+def validated(scores: ArrayLike, labels: ArrayLike, positive: str = "genuine pairs",
+              negative: str = "impostor pairs") -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Validated 1-D float scores and boolean labels (1 = `positive`, 0 = `negative`); both classes must be
+    present for any rate to exist. The class names only word the errors."""
     s = np.asarray(scores, dtype=np.float64).ravel()
     raw = np.asarray(labels).ravel()
     if s.shape != raw.shape:
         raise ValueError(f"scores ({s.size}) and labels ({raw.size}) differ in length")
     if not np.isin(raw, (0, 1)).all():
-        raise ValueError("labels must be 1 (genuine) or 0 (impostor)")
+        raise ValueError(f"labels must be 1 ({positive}) or 0 ({negative})")
     if not np.isfinite(s).all():
         raise ValueError("scores must be finite (no NaN or inf)")
     y = raw.astype(bool)
-    n_gen = int(y.sum())
-    if n_gen == 0 or n_gen == y.size:
-        raise ValueError(f"need both genuine and impostor pairs (got {n_gen} genuine of {y.size})")
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
+        raise ValueError(f"need both {positive} and {negative} (got {n_pos} {positive} of {y.size})")
     return s, y
 
 
 def roc_curve(scores: ArrayLike, labels: ArrayLike) -> RocCurve:
     """The full ROC curve, every distinct score a threshold (nothing dropped, so FAR lookups are exact)."""
-    s, y = _split(scores, labels)
+    s, y = validated(scores, labels)
     order = np.argsort(s, kind="mergesort")[::-1]  # descending; same order as sklearn
     s, y = s[order], y[order]
     last_of_run = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
@@ -114,7 +116,7 @@ def eer(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:
 
 def far_frr_at(scores: ArrayLike, labels: ArrayLike, threshold: float) -> tuple[float, float]:
     """(FAR, FRR) when accepting `score >= threshold`."""
-    s, y = _split(scores, labels)
+    s, y = validated(scores, labels)
     accepted = s >= threshold
     false_accepts = int(np.count_nonzero(accepted & ~y))
     false_rejects = int(np.count_nonzero(~accepted & y))
@@ -131,7 +133,7 @@ def threshold_at_far(scores: ArrayLike, labels: ArrayLike, target_far: float) ->
     """
     if not 0.0 <= target_far < 1.0:
         raise ValueError(f"target_far must be in [0, 1), got {target_far}")
-    s, y = _split(scores, labels)
+    s, y = validated(scores, labels)
     impostor, genuine = s[~y], s[y]
     n_imp = impostor.size
     k = int(np.floor(target_far * n_imp))
@@ -190,7 +192,7 @@ def kfold_accuracy(
     `std` is the sample standard deviation (ddof=1), as LFW's README defines it; the standard error it asks
     to report is std / sqrt(n_folds).
     """
-    s, y = _split(scores, labels)
+    s, y = validated(scores, labels)
     f = np.asarray(folds).ravel()
     if f.shape != s.shape:
         raise ValueError(f"folds ({f.size}) and scores ({s.size}) differ in length")
@@ -221,7 +223,7 @@ def bootstrap_ci(
     """
     if n_boot < 1 or not 0.0 < alpha < 1.0:
         raise ValueError(f"need n_boot >= 1 and 0 < alpha < 1 (got {n_boot}, {alpha})")
-    s, y = _split(scores, labels)
+    s, y = validated(scores, labels)
     genuine, impostor = s[y], s[~y]
     boot_labels = np.r_[np.ones(genuine.size, bool), np.zeros(impostor.size, bool)]
     rng = np.random.default_rng(seed)
