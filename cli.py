@@ -105,6 +105,16 @@ def _print_json(data) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
+def _print_metrics(title: str, rows: list[tuple[str, str]]) -> None:
+    """A two-column metric/value table for humans (scripts use --json)."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value")
+    for label, value in rows:
+        table.add_row(label, value)
+    out.print(table)
+
+
 @app.command()
 def enroll(
     name: Annotated[Optional[str], typer.Argument(help="The person's name (omit with --from-dir).")] = None,
@@ -348,18 +358,14 @@ def evaluate_pairs(
     if as_json:
         _print_json(report.to_dict())
         return
-    table = Table(title=f"{pairs.name}: {report.pairs} pairs, model {report.model_id}, scorer {report.scorer}")
-    table.add_column("metric")
-    table.add_column("value")
+    rows = []
     if report.accuracy_mean is not None:
-        table.add_row(f"{report.folds}-fold accuracy", f"{report.accuracy_mean:.4f} ± {report.accuracy_std:.4f}")
-    table.add_row("ROC AUC", f"{report.roc_auc:.5f}")
-    table.add_row("EER (threshold)", f"{report.eer:.4f} ({report.eer_threshold:.4f})")
-    for far, tar in report.tar_at_far.items():
-        table.add_row(f"TAR @ FAR {far}", f"{tar:.4f}")
-    table.add_row("no face (pairs scored -1)", f"{report.failed_images} images, {report.failed_pairs} pairs")
-    table.add_row("found only with relaxed detection", str(report.relaxed_detections))
-    out.print(table)
+        rows.append((f"{report.folds}-fold accuracy", f"{report.accuracy_mean:.4f} ± {report.accuracy_std:.4f}"))
+    rows += [("ROC AUC", f"{report.roc_auc:.5f}"), ("EER (threshold)", f"{report.eer:.4f} ({report.eer_threshold:.4f})")]
+    rows += [(f"TAR @ FAR {far}", f"{tar:.4f}") for far, tar in report.tar_at_far.items()]
+    rows += [("no face (pairs scored -1)", f"{report.failed_images} images, {report.failed_pairs} pairs"),
+             ("found only with relaxed detection", str(report.relaxed_detections))]
+    _print_metrics(f"{pairs.name}: {report.pairs} pairs, model {report.model_id}, scorer {report.scorer}", rows)
 
 
 @evaluate_app.command("ident")
@@ -387,15 +393,11 @@ def evaluate_ident(
     if as_json:
         _print_json(report.to_dict())
         return
-    table = Table(title=f"1:K on {root}: {report.identities_known} enrolled, {report.identities_unknown} unknown")
-    table.add_column("metric")
-    table.add_column("value")
-    table.add_row("rank-1 (closed set)", f"{report.rank1:.4f}")
-    table.add_row("rank-5 (closed set)", f"{report.rank5:.4f}")
-    for fpir, value in report.dir_at_fpir.items():
-        table.add_row(f"DIR @ FPIR {fpir}", f"{value:.4f} (threshold {report.thresholds_at_fpir[fpir]:.4f})")
-    table.add_row("probes (mated / non-mated)", f"{report.mated_probes} / {report.non_mated_probes}")
-    out.print(table)
+    rows = [("rank-1 (closed set)", f"{report.rank1:.4f}"), ("rank-5 (closed set)", f"{report.rank5:.4f}")]
+    rows += [(f"DIR @ FPIR {fpir}", f"{value:.4f} (threshold {report.thresholds_at_fpir[fpir]:.4f})")
+             for fpir, value in report.dir_at_fpir.items()]
+    rows.append(("probes (mated / non-mated)", f"{report.mated_probes} / {report.non_mated_probes}"))
+    _print_metrics(f"1:K on {root}: {report.identities_known} enrolled, {report.identities_unknown} unknown", rows)
 
 
 @app.command()
@@ -513,13 +515,10 @@ def liveness_evaluate(
     if as_json:
         _print_json(evaluation.to_dict())
         return
-    table = Table(title=f"liveness on {len(evaluation.paths)} faces ({len(evaluation.no_face)} images without a face)")
-    table.add_column("metric")
-    table.add_column("value")
-    for label, value in (("threshold", r.threshold), ("APCER", r.apcer), ("BPCER", r.bpcer), ("ACER", r.acer),
-                         ("BPCER @ APCER 1%", r.bpcer_at_apcer_1pct), ("BPCER @ APCER 5%", r.bpcer_at_apcer_5pct)):
-        table.add_row(label, f"{value:.4f}")
-    out.print(table)
+    values = (("threshold", r.threshold), ("APCER", r.apcer), ("BPCER", r.bpcer), ("ACER", r.acer),
+              ("BPCER @ APCER 1%", r.bpcer_at_apcer_1pct), ("BPCER @ APCER 5%", r.bpcer_at_apcer_5pct))
+    _print_metrics(f"liveness on {len(evaluation.paths)} faces ({len(evaluation.no_face)} images without a face)",
+                   [(label, f"{value:.4f}") for label, value in values])
 
 
 @app.command()
