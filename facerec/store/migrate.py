@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"  # inside the package (wheel and checkout)
 # The newest revision in migrations/versions; tests/test_store_index.py checks it against Alembic's head.
 HEAD_REVISION = "0002"
 
