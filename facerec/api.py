@@ -1,91 +1,150 @@
-"""The public verbs: enroll, verify, identify, remove, people, rebuild_index.
+"""The public verbs: enroll, verify, identify, remove, people, calibrate; one engine per process.
 
-    from facerec import FaceRec
+    from facerec.api import FaceRec
     fr = FaceRec(db="sqlite:///office.db")
     fr.enroll("Ada Lovelace", ["ada.jpg"])
     fr.verify("Ada Lovelace", "door.jpg").match       # True / False
     [f.name for f in fr.identify("group.jpg").faces]  # "Ada Lovelace" or "unknown"
 
-Plain arguments in, plain dataclasses out, `FacerecError` subclasses (with exit codes) on bad input.
+`FaceRec` is thin verbs over parts it is given or builds lazily from its `Settings`: the face pipeline
+(detect, align, embed), the gallery (store + index, kept in step with other processes), the liveness model,
+the thresholds in force and an audit policy. A kiosk loop, a batch runner and an HTTP server each hold one
+engine per process and share it between threads. Results are typed dataclasses with `to_dict()`; bad input
+raises a `FacerecError` subclass (exit code and HTTP status attached).
 """
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
+import socket
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from facerec.config import Settings
-from facerec.decisions.scorers import Scorer, get_scorer
 from facerec.decisions.calibration import Calibration, calibrate_scores, fpir_threshold, write_report
-from facerec.decisions.thresholds import IDENTIFICATION, VERIFICATION, DecisionThreshold, resolve_threshold
-from facerec.errors import (
-    DuplicateIdentityError,
-    FacerecError,
-    InputPathError,
-    QualityError,
-    UnknownPersonError,
+from facerec.decisions.scorers import Scorer, get_scorer
+from facerec.decisions.thresholds import (
+    IDENTIFICATION,
+    VERIFICATION,
+    DecisionThreshold,
+    duplicate_threshold,
+    resolve_threshold,
 )
-from facerec.face.pipeline import Face, FacePipeline
-from facerec.index.faiss_index import IndexMeta, SearchIndex, open_index, rebuild_index
-from facerec.io.images import check_file, image_files, load_image, sha256_file
-from facerec.models.liveness import get_liveness_model
-from facerec.models.base import EmbeddingModel
-from facerec.models.registry import get_model, model_card
+from facerec.errors import DuplicateIdentityError, FacerecError, InputPathError, QualityError, UnknownPersonError
+from facerec.face.pipeline import Face, FacePipeline, ImageFaces
+from facerec.face.quality import QualityReport
+from facerec.gallery import Gallery, Match
+from facerec.io.images import ImageInput, check_file, image_files, sha256_file
+from facerec.models.base import ModelCard
+from facerec.models.liveness import LivenessDecision, LivenessModel, get_liveness_model
+from facerec.models.registry import available_models, get_model, model_card
 from facerec.names import validate_name
-from facerec.store import NewTemplate, PersonSummary, Store
+from facerec.store import AuditEntry, NewTemplate, PersonSummary, Store
+from facerec.store.repository import redact
 
 log = logging.getLogger("facerec")
 
 UNKNOWN = "unknown"
 
 
-@dataclass
+class AuditPolicy(str, Enum):
+    """Which decisions leave an audit event. Changes to the gallery (enroll, remove, calibrate) always do."""
+
+    EVERY_DECISION = "every_decision"  # each verify / identify (a door: every decision is evidence)
+    PER_JOB = "per_job"  # only what the caller records with `FaceRec.record` (a batch job's summary)
+
+
+# --- typed results ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FaceInfo:
+    """Where a face is and how good it is (no embedding: results may be printed or sent anywhere)."""
+
+    box: list[float]
+    score: float
+    landmarks: list[list[float]]
+    quality: QualityReport
+
+    @classmethod
+    def of(cls, face: Face) -> "FaceInfo":
+        d = face.detection.to_dict()
+        return cls(d["box"], d["score"], d["landmarks"], face.quality)
+
+    def to_dict(self) -> dict:
+        return {"box": self.box, "score": self.score, "landmarks": self.landmarks, "quality": self.quality.to_dict()}
+
+
+@dataclass(frozen=True)
+class EnrolledPhoto:
+    image: str
+    face: FaceInfo
+
+    def to_dict(self) -> dict:
+        return {"image": self.image, **self.face.to_dict()}
+
+
+@dataclass(frozen=True)
 class EnrollResult:
     name: str
     added: int
     skipped: int
-    faces: list[dict] = field(default_factory=list)
+    faces: list[EnrolledPhoto] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"name": self.name, "added": self.added, "skipped": self.skipped,
+                "faces": [f.to_dict() for f in self.faces], "errors": list(self.errors)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class VerifyResult:
     name: str
     match: bool
     score: float
     threshold: float
     threshold_source: str
-    face: dict
-    liveness: dict | None = None  # with --liveness: score, threshold, is_live, reason ("spoof")
+    face: FaceInfo
+    liveness: LivenessDecision | None = None  # when asked: score, threshold, is_live
     reason: str = ""  # why match is False: "below_threshold" or "spoof"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"name": self.name, "match": self.match, "score": self.score, "threshold": self.threshold,
+                "threshold_source": self.threshold_source, "face": self.face.to_dict(),
+                "liveness": self.liveness.to_dict() if self.liveness else None, "reason": self.reason}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Candidate:
     name: str
     score: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class IdentifiedFace:
-    name: str  # the best match at or above the threshold, else "unknown"
+    name: str  # the best match at or above the threshold, else "unknown" (never a forced nearest match)
     score: float  # best candidate's similarity (-1 when the gallery is empty)
+    margin: float  # best minus runner-up similarity (minus -1 when nobody else is enrolled)
     candidates: list[Candidate]
-    face: dict
+    face: FaceInfo
+    liveness: LivenessDecision | None = None
+    reason: str = ""  # why "unknown": "below_threshold", "empty_gallery" or "spoof"
+
+    @property
+    def decision(self) -> str:
+        return "unknown" if self.name == UNKNOWN else "match"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "decision": self.decision, "score": self.score, "margin": self.margin,
+                "candidates": [asdict(c) for c in self.candidates], "face": self.face.to_dict(),
+                "liveness": self.liveness.to_dict() if self.liveness else None, "reason": self.reason}
 
 
-@dataclass
+@dataclass(frozen=True)
 class IdentifyResult:
     image: str
     threshold: float
@@ -93,50 +152,107 @@ class IdentifyResult:
     faces: list[IdentifiedFace]
 
     def to_dict(self) -> dict:
+        return {"image": self.image, "threshold": self.threshold, "threshold_source": self.threshold_source,
+                "faces": [f.to_dict() for f in self.faces]}
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    name: str
+    removed_templates: int
+
+    def to_dict(self) -> dict:
         return asdict(self)
 
 
-class FaceRec:
-    """One enrollment database + one model + its search index. Cheap to create; loads lazily."""
+@dataclass(frozen=True)
+class IndexStatus:
+    index: str
+    templates: int
 
-    def __init__(self, settings: Settings | None = None, **overrides) -> None:
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    calibration: Calibration
+    files: list[Path]
+
+    def to_dict(self) -> dict:
+        return self.calibration.to_dict() | {"files": [str(p) for p in self.files]}
+
+
+@dataclass(frozen=True)
+class IdentificationCalibration:
+    id: int
+    threshold: float
+    target_fpir: float
+    measured_fpir: float
+    gallery_size: int
+    probes: int
+    data: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- the engine -----------------------------------------------------------------------------------------
+class FaceRec:
+    """One enrollment database + one model: the engine a process shares between its threads.
+
+    Parts not given are built lazily from `settings` on first use, so creating an engine costs nothing and a
+    command that lists people never imports torch.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        pipeline: FacePipeline | None = None,
+        gallery: Gallery | None = None,
+        liveness: LivenessModel | None = None,
+        audit: AuditPolicy = AuditPolicy.EVERY_DECISION,
+        actor: dict | None = None,
+        **overrides,
+    ) -> None:
         self.settings = settings or Settings.resolve(**overrides)
         self.card = model_card(self.settings.model_id)  # validates the id without importing torch
-        self._store: Store | None = None
-        self._index: SearchIndex | None = None
-        self._index_generation = -1
-        self._pipeline: FacePipeline | None = None
+        self.audit_policy = AuditPolicy(audit)
+        self.actor = actor or process_actor()
+        self._pipeline = pipeline
+        self._gallery = gallery
+        self._liveness = liveness
         self._scorer: Scorer | None = None
 
-    # --- lazily opened parts -----------------------------------------------------------------------
-    @property
-    def model(self) -> EmbeddingModel:
-        return get_model(self.card.id)
-
+    # --- parts --------------------------------------------------------------------------------------
     @property
     def store(self) -> Store:
-        if self._store is None:
+        return self.gallery.store
+
+    @property
+    def gallery(self) -> Gallery:
+        if self._gallery is None:
             store = Store.open(self.settings.db_url)
             store.bind_model(self.card.id)
-            self._store = store
-        return self._store
+            self._gallery = Gallery(store, self.card.id, self.card.embedding_dim, self.settings.index_path,
+                                    self.settings.index_kind)
+        return self._gallery
 
     @property
     def pipeline(self) -> FacePipeline:
         if self._pipeline is None:
-            self._pipeline = FacePipeline(
-                self.model, min_score=self.settings.min_face_score, min_size=self.settings.min_face_size
-            )
+            s = self.settings
+            self._pipeline = FacePipeline(get_model(self.card.id), min_score=s.min_face_score,
+                                          min_size=s.min_face_size, max_pixels=s.max_pixels,
+                                          torch_threads=s.torch_threads)
         return self._pipeline
 
     @property
-    def index(self) -> SearchIndex:
-        if self._index is None:
-            self._index, self._index_generation = open_index(
-                self.settings.index_path, self.store, self.card.id, self.card.embedding_dim,
-                self.settings.index_kind,
-            )
-        return self._index
+    def liveness(self) -> LivenessModel:
+        if self._liveness is None:
+            self._liveness = get_liveness_model()
+        return self._liveness
 
     @property
     def scorer(self) -> Scorer:
@@ -150,8 +266,8 @@ class FaceRec:
         return resolve_threshold(self.store, self.card, kind, scorer=self.scorer.name)
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
+        if self._gallery is not None:
+            self._gallery.store.close()
 
     def __enter__(self) -> "FaceRec":
         return self
@@ -159,15 +275,14 @@ class FaceRec:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # --- enroll --------------------------------------------------------------------------------------
-    def enroll(
-        self,
-        name: str,
-        images: Sequence[str | os.PathLike],
-        force: bool = False,
-        allow_duplicate: bool = False,
-        largest: bool = False,
-    ) -> EnrollResult:
+    # --- faces ----------------------------------------------------------------------------------------
+    def analyse(self, images: Sequence[ImageInput]) -> list[ImageFaces]:
+        """Decode and detect every image, embedding all their faces in one batch (for batch and kiosk)."""
+        return self.pipeline.analyse_many([self.pipeline.load(image) for image in images])
+
+    # --- enroll ---------------------------------------------------------------------------------------
+    def enroll(self, name: str, images: Sequence[str | os.PathLike], force: bool = False,
+               allow_duplicate: bool = False, choose_subject: bool = False) -> EnrollResult:
         """Enroll one person from one or more photos; every photo is checked before anything is written.
 
         Photos already enrolled for this person (same SHA-256) are skipped, so re-running is harmless.
@@ -178,16 +293,11 @@ class FaceRec:
         paths = [check_file(p) for p in images]
         batch = _EnrollBatch(name, self.store.known_sources(name, self.card.id))
         for path in paths:
-            self._prepare(batch, path, force, allow_duplicate, largest)
+            self._prepare(batch, path, force, allow_duplicate, choose_subject)
         return self._commit(batch, paths)
 
-    def enroll_from_dir(
-        self,
-        root: str | os.PathLike,
-        force: bool = False,
-        allow_duplicate: bool = False,
-        on_person: Callable[[EnrollResult], None] | None = None,
-    ) -> list[EnrollResult]:
+    def enroll_from_dir(self, root: str | os.PathLike, force: bool = False, allow_duplicate: bool = False,
+                        on_person: Callable[[EnrollResult], None] | None = None) -> list[EnrollResult]:
         """Enroll every sub-folder of `root` as one person (the folder name is the person's name).
 
         Each person is one transaction. A bad photo is reported and skipped; the person's other photos
@@ -201,7 +311,7 @@ class FaceRec:
                 batch = _EnrollBatch(name, self.store.known_sources(name, self.card.id))
                 for path in paths:
                     try:
-                        self._prepare(batch, path, force, allow_duplicate, largest=False)
+                        self._prepare(batch, path, force, allow_duplicate, choose_subject=False)
                     except FacerecError as exc:
                         batch.errors.append(str(exc))
                 result = self._commit(batch, paths)
@@ -213,13 +323,13 @@ class FaceRec:
         return results
 
     def _prepare(self, batch: "_EnrollBatch", path: Path, force: bool, allow_duplicate: bool,
-                 largest: bool) -> None:
+                 choose_subject: bool) -> None:
         """Detect, quality-check and duplicate-check one photo; add its template to the batch."""
         digest = sha256_file(path)
         if digest in batch.known or digest in batch.seen:
             batch.skipped += 1
             return
-        face = self.pipeline.single_face(path, largest=largest)
+        face = self.pipeline.single_face(path, choose_subject=choose_subject)
         if not face.quality.passed and not force:
             raise QualityError(
                 f"{path}: refused for enrollment: {'; '.join(face.quality.problems)} (--force overrides)"
@@ -232,36 +342,34 @@ class FaceRec:
             source_sha256=digest, source_name=str(path), detection_score=face.detection.score,
             quality=face.quality.to_dict(), forced=not face.quality.passed,
         ))
-        batch.faces.append({"image": str(path), **face.to_dict()})
+        batch.faces.append(EnrolledPhoto(str(path), FaceInfo.of(face)))
 
     def _commit(self, batch: "_EnrollBatch", paths: Sequence[Path]) -> EnrollResult:
-        _ = self.index  # loaded before the write, so the write can be applied to it incrementally
-        new_ids, generation = self.store.add_templates(batch.name, batch.templates) if batch.templates else ([], 0)
-        added = len(new_ids)
-        if added:
-            rows = self.store.templates(self.card.id, ids=new_ids)
-            self._apply_to_index(generation, add=(rows.ids, rows.embeddings))
+        outcome = "enrolled" if batch.templates else ("failed" if batch.errors else "unchanged")
+        audit = self._entry("enroll", outcome, person_name=batch.name,
+                            details={"errors": batch.errors, "images": [str(p) for p in paths]})
+        if batch.templates:
+            added = len(self.gallery.add(batch.name, batch.templates, audit=audit))
+        else:
+            self.store.audit(audit)
+            added = 0
         skipped = batch.skipped + len(batch.templates) - added
-        self.store.audit(
-            "enroll", "enrolled" if added else ("failed" if batch.errors else "unchanged"),
-            person_name=batch.name, model_id=self.card.id,
-            details={"added": added, "skipped": skipped, "errors": batch.errors,
-                     "images": [str(p) for p in paths]},
-        )
         return EnrollResult(batch.name, added, skipped, batch.faces, batch.errors)
 
     def _refuse_duplicate(self, name: str, path: Path, face: Face) -> None:
-        threshold = self.operating_point().threshold
-        for candidate in self._candidates(face.embedding, top_k=3):
-            if candidate.name != name and candidate.score >= threshold:
+        """Refuse a face that already matches someone else, at a threshold made for comparing one face with
+        the whole gallery (a 1:1 threshold would refuse ever more new people as the gallery grows)."""
+        point = duplicate_threshold(self.store, self.card, self.gallery.person_count(), self.scorer.name)
+        for candidate in self._candidates([face.embedding], top_k=3)[0]:
+            if candidate.name != name and candidate.score >= point.threshold:
                 raise DuplicateIdentityError(
                     f"{path}: this face already matches enrolled person {candidate.name!r} "
-                    f"(score {candidate.score:.3f} >= threshold {threshold:.3f}); "
+                    f"(score {candidate.score:.3f} >= duplicate threshold {point.threshold:.3f}: {point.source}); "
                     f"pass --allow-duplicate if they really are different people"
                 )
 
     # --- verify / identify ------------------------------------------------------------------------
-    def verify(self, name: str, image: str | os.PathLike, largest: bool = False,
+    def verify(self, name: str, image: ImageInput, choose_subject: bool = False,
                liveness: bool = False) -> VerifyResult:
         """1:1: is the one face in `image` the enrolled person `name`? With `liveness`, a face the
         presentation-attack detector calls a spoof is refused (reason "spoof") whatever its score."""
@@ -269,65 +377,77 @@ class FaceRec:
         gallery = self.store.templates(self.card.id, name=name)
         if len(gallery.ids) == 0:
             raise UnknownPersonError(f"unknown person {name!r} (see `facerec list`)")
-        rgb = load_image(image)
-        face = self.pipeline.single_face(rgb, largest=largest, label=str(image))
+        analysed = self.pipeline.analyse(image)
+        face = analysed.subject(_label(image), choose_subject)
         score = float(np.max(self.scorer.score(gallery.embeddings, face.embedding[None])))
         point = self.operating_point()
-        live = get_liveness_model().decide(rgb, face.detection) if liveness else None
+        live = self.liveness.decide(analysed.rgb, face.detection) if liveness else None
         match = score >= point.threshold and (live is None or live.is_live)
         reason = "" if match else ("spoof" if live is not None and not live.is_live else "below_threshold")
-        self.store.audit("verify", "match" if match else reason, person_name=name, score=score,
-                         threshold=point.threshold, model_id=self.card.id,
-                         details={"image": str(image), "liveness": live.to_dict() if live else None})
-        return VerifyResult(name, match, score, point.threshold, point.source, face.to_dict(),
-                            live.to_dict() if live else None, reason)
+        if self.audit_policy is AuditPolicy.EVERY_DECISION:
+            self.store.audit(self._entry("verify", "match" if match else reason, person_name=name, score=score,
+                                         threshold=point.threshold,
+                                         details={"image": _label(image),
+                                                  "liveness": live.to_dict() if live else None}))
+        return VerifyResult(name, match, score, point.threshold, point.source, FaceInfo.of(face), live, reason)
 
-    def identify(self, image: str | os.PathLike, top_k: int = 1) -> IdentifyResult:
+    def identify(self, image: ImageInput, top_k: int = 1, liveness: bool = False) -> IdentifyResult:
         """1:K open-set: every face in `image` with its best enrolled match, or "unknown" below threshold."""
+        analysed = self.pipeline.analyse(image)
         point = self.operating_point(IDENTIFICATION)
-        identified = [self._identify_face(face, top_k, point) for face in self.pipeline.faces(image)]
-        self.store.audit(
-            "identify", "faces" if identified else "no_face", score=max((f.score for f in identified), default=None),
-            threshold=point.threshold, model_id=self.card.id,
-            details={"image": str(image), "names": [f.name for f in identified]},
-        )
-        return IdentifyResult(str(image), point.threshold, point.source, identified)
+        faces = self.identify_faces(analysed.faces, top_k, frame=analysed.rgb if liveness else None,
+                                    source=_label(image), point=point)
+        return IdentifyResult(_label(image), point.threshold, point.source, faces)
 
-    def identify_faces(self, faces: Iterable[Face], top_k: int = 1) -> list[IdentifiedFace]:
-        """Identify already-detected faces (for the kiosk and batch runners, which detect themselves)."""
+    def identify_many(self, images: Sequence[ImageInput], top_k: int = 1) -> list[IdentifyResult]:
+        """Identify every face of many images with one embedding batch and one gallery search."""
         point = self.operating_point(IDENTIFICATION)
-        return [self._identify_face(face, top_k, point) for face in faces]
+        analysed = self.analyse(images)
+        faces = [f for a in analysed for f in a.faces]
+        identified = iter(self.identify_faces(faces, top_k, source=f"{len(images)} images", point=point))
+        return [IdentifyResult(_label(image), point.threshold, point.source, [next(identified) for _ in a.faces])
+                for image, a in zip(images, analysed)]
 
-    def _identify_face(self, face: Face, top_k: int, point: DecisionThreshold) -> IdentifiedFace:
-        candidates = self._candidates(face.embedding, top_k)
-        best = candidates[0] if candidates else Candidate(UNKNOWN, -1.0)
-        name = best.name if best.score >= point.threshold else UNKNOWN
-        return IdentifiedFace(name, best.score, candidates, face.to_dict())
+    def identify_faces(self, faces: Sequence[Face], top_k: int = 1, frame: np.ndarray | None = None,
+                       source: str = "", point: DecisionThreshold | None = None) -> list[IdentifiedFace]:
+        """Identify already-detected faces (the kiosk and batch runners detect themselves), with one gallery
+        search for all of them. With `frame` (the image they came from), each face's liveness is checked and
+        a spoof is "unknown" with reason "spoof". Audited per the engine's policy."""
+        point = point or self.operating_point(IDENTIFICATION)
+        # two candidates at least: the margin over the runner-up is part of every answer
+        candidates = self._candidates([f.embedding for f in faces], max(top_k, 2)) if faces else []
+        identified = []
+        for face, ranked in zip(faces, candidates):
+            live = self.liveness.decide(frame, face.detection) if frame is not None else None
+            identified.append(_decide(face, ranked, top_k, point, live))
+        if self.audit_policy is AuditPolicy.EVERY_DECISION:
+            self.store.audit(self._entry(
+                "identify", "faces" if identified else "no_face",
+                score=max((f.score for f in identified), default=None), threshold=point.threshold,
+                details={"image": source, "names": [f.name for f in identified],
+                         "reasons": [f.reason for f in identified]}))
+        return identified
 
-    def _candidates(self, embedding: np.ndarray, top_k: int) -> list[Candidate]:
-        """Best `top_k` people for one embedding: a person scores their best template.
+    def _candidates(self, embeddings: Sequence[np.ndarray], top_k: int) -> list[list[Candidate]]:
+        """Best `top_k` people for each embedding: a person scores their best template.
 
-        The index gives a cosine shortlist (extra neighbours, so that people with many templates do not
-        crowd out others); other scorers re-score the shortlist, so someone outside it cannot be found.
+        Cosine: straight from the gallery's search. Other scorers re-score the gallery's cosine shortlist
+        (someone outside it cannot be found), reading those templates from the store.
         """
-        index = self.index
-        if index.ntotal == 0:
-            return []
-        scores, ids = index.search(embedding[None], max(top_k * 8, 16))
-        valid = ids[0] >= 0
-        owners = self.store.templates(self.card.id, ids=ids[0][valid].tolist())
-        owner_of = dict(zip(owners.ids.tolist(), owners.person_names))
         if self.scorer.name == "cosine":
-            scored = zip(ids[0][valid].tolist(), scores[0][valid].tolist())
-        else:
-            scored = zip(owners.ids.tolist(), self.scorer.score(owners.embeddings, embedding[None]).tolist())
-        best: dict[str, float] = {}
-        for template_id, score in scored:
-            person = owner_of.get(template_id)
-            if person is not None and score > best.get(person, -np.inf):
-                best[person] = float(score)
-        ranked = sorted(best.items(), key=lambda kv: kv[1], reverse=True)[: max(1, top_k)]
-        return [Candidate(n, s) for n, s in ranked]
+            return [[Candidate(m.name, m.score) for m in row]
+                    for row in self.gallery.search(np.stack(embeddings), top_k)]
+        ranked = []
+        for embedding in embeddings:
+            ids = self.gallery.shortlist_ids(embedding, top_k)
+            rows = self.store.templates(self.card.id, ids=ids) if ids else None
+            best: dict[str, float] = {}
+            if rows is not None and len(rows.ids):
+                for person, score in zip(rows.person_names, self.scorer.score(rows.embeddings, embedding[None])):
+                    best[person] = max(best.get(person, -np.inf), float(score))
+            ranked.append([Candidate(n, s) for n, s in
+                           sorted(best.items(), key=lambda kv: kv[1], reverse=True)[: max(1, top_k)]])
+        return ranked
 
     # --- calibration -------------------------------------------------------------------------------
     def calibrate(
@@ -342,7 +462,7 @@ class FaceRec:
         progress: Callable[[int], None] | None = None,
         on_total: Callable[[int], None] | None = None,
         cache_dir: str | os.PathLike | None = None,
-    ) -> tuple[Calibration, list[Path]]:
+    ) -> CalibrationResult:
         """Measure genuine/impostor scores of this model and pipeline, store the calibration, put it in force.
 
         Genuine pairs: the matched pairs of `pairs_file`, or every same-folder pair of `from_dir`.
@@ -363,12 +483,12 @@ class FaceRec:
             self.card.id, VERIFICATION, calibration.scorer, description, calibration.n_genuine,
             calibration.n_impostor, calibration.eer, calibration.threshold, calibration.operating, report,
         )
-        self.store.audit("calibrate", calibration.operating, threshold=calibration.threshold, model_id=self.card.id,
-                         details={"calibration_id": record_id, "data": description})
+        self.store.audit(self._entry("calibrate", calibration.operating, threshold=calibration.threshold,
+                                     details={"calibration_id": record_id, "data": description}))
         written = write_report(calibration, genuine, impostor, Path(report_dir)) if report_dir else []
-        return calibration, written
+        return CalibrationResult(calibration, written)
 
-    def calibrate_identification(self, unknowns: str | os.PathLike, fpir: float = 0.01) -> dict:
+    def calibrate_identification(self, unknowns: str | os.PathLike, fpir: float = 0.01) -> IdentificationCalibration:
         """Open-set threshold for this gallery: photos of people who are NOT enrolled are searched, and the
         threshold is set so that at most `fpir` of them would be identified as someone."""
         from facerec.evaluation.pairs import embed_images
@@ -377,76 +497,90 @@ class FaceRec:
         if not paths:
             raise InputPathError(f"{unknowns}: no images of unknown people found")
         embedded = embed_images(self.pipeline, paths)
-        best = np.array([c[0].score if (c := self._candidates(e, 1)) else -1.0 for e in embedded.embeddings.values()])
-        if best.size == 0:
+        if not embedded.embeddings:
             raise InputPathError(f"{unknowns}: no face found in any image")
+        ranked = self._candidates(list(embedded.embeddings.values()), 1)
+        best = np.array([row[0].score if row else -1.0 for row in ranked])
         threshold, measured = fpir_threshold(best, fpir)
-        gallery = len(self.people())
+        gallery = self.gallery.person_count()
         description = f"{len(best)} unknown probes from {unknowns} against a gallery of {gallery} people"
         report = {"target_fpir": fpir, "measured_fpir": measured, "gallery_size": gallery, "probes": int(best.size)}
         record_id = self.store.save_calibration(self.card.id, IDENTIFICATION, self.scorer.name, description, 0,
                                                 int(best.size), None, threshold, f"fpir={fpir:g}", report)
-        return {"id": record_id, "threshold": threshold, **report, "data": description}
+        self.store.audit(self._entry("calibrate", f"fpir={fpir:g}", threshold=threshold,
+                                     details={"calibration_id": record_id, "data": description}))
+        return IdentificationCalibration(record_id, threshold, fpir, measured, gallery, int(best.size), description)
 
     # --- gallery management ---------------------------------------------------------------------
-    def remove(self, name: str) -> int:
-        """Delete a person's templates from database and index; the audit trail stays."""
+    def remove(self, name: str) -> RemoveResult:
+        """Delete a person's templates from database and index (gone for every process's next decision);
+        the audit trail stays."""
         name = validate_name(name)
-        _ = self.index
-        removed, generation = self.store.remove_person(name)
-        self._apply_to_index(generation, remove=np.asarray(removed, dtype=np.int64))
-        self.store.audit("remove", "removed", person_name=name, model_id=self.card.id,
-                         details={"templates": len(removed)})
-        return len(removed)
+        removed = self.gallery.remove(name, audit=self._entry("remove", "removed", person_name=name))
+        return RemoveResult(name, len(removed))
 
     def people(self) -> list[PersonSummary]:
         return self.store.list_people(self.card.id)
 
-    def rebuild_index(self) -> int:
-        self._index, self._index_generation = rebuild_index(
-            self.settings.index_path, self.store, self.card.id, self.card.embedding_dim,
-            self.settings.index_kind,
-        )
-        return self._index.ntotal
+    def rebuild_index(self) -> IndexStatus:
+        return IndexStatus(str(self.settings.index_path), self.gallery.rebuild())
 
-    def _apply_to_index(self, generation: int, add: tuple[np.ndarray, np.ndarray] | None = None,
-                        remove: np.ndarray | None = None) -> None:
-        """Apply our own write to the loaded index and save it; rebuild if anyone else wrote meanwhile.
+    def audit_events(self, limit: int = 100) -> list[dict]:
+        return self.store.audit_events(limit)
 
-        A crash between the database commit and this save leaves an index of an older generation,
-        which the next open detects and rebuilds: the database stays the truth.
-        """
-        index = self._index
-        if index is None or generation != self._index_generation + 1:
-            self.rebuild_index()
-            return
-        if add is not None:
-            index.add(*add)
-        if remove is not None and len(remove) and not index.remove(remove):
-            self.rebuild_index()
-            return
-        index.save(self.settings.index_path, IndexMeta(
-            self.card.id, self.card.embedding_dim, self.settings.index_kind, generation, index.ntotal, index.kind,
-        ))
-        self._index_generation = generation
+    def record(self, action: str, outcome: str, details: dict | None = None) -> None:
+        """Write one audit event of the caller's own (a batch job's summary under `AuditPolicy.PER_JOB`)."""
+        self.store.audit(self._entry(action, outcome, details=details))
+
+    def _entry(self, action: str, outcome: str, person_name: str | None = None, score: float | None = None,
+               threshold: float | None = None, details: dict | None = None) -> AuditEntry:
+        return AuditEntry(action, outcome, person_name=person_name, score=score, threshold=threshold,
+                          model_id=self.card.id, details={**(details or {}), "actor": self.actor})
+
+
+# --- module-level verbs that need no gallery -----------------------------------------------------
+def models() -> list[ModelCard]:
+    """The shipped embedding models' cards (input, accuracy, licences)."""
+    return [model_card(m) for m in available_models()]
+
+
+def upgrade_database(settings: Settings) -> str:
+    """Create or migrate a database to the newest schema; returns the revision."""
+    return Store.open(settings.db_url, auto_migrate=True).upgrade()
+
+
+def plot_liveness_roc(scores: np.ndarray, is_live: np.ndarray, path: Path) -> None:
+    """The liveness ROC (APCER against 1 - BPCER) as a PNG."""
+    from facerec.decisions.liveness_metrics import liveness_roc
+    from facerec.decisions.plots import plot_roc
+
+    plot_roc({"liveness": liveness_roc(scores, is_live)}, path, title="Liveness ROC (FAR = APCER, TAR = 1 - BPCER)")
+
+
+def redacted_url(url: str) -> str:
+    """A database URL with its password hidden, for printing."""
+    return redact(url)
+
+
+def scorer_for(name: str, model_id: str) -> Scorer:
+    """A template scorer by name (cosine, learned, chi2) for evaluation runs."""
+    return get_scorer(name, model_id)
 
 
 def evaluation_pipeline(model: str | None = None, flip_fusion: bool | None = None) -> FacePipeline:
     """A pipeline with the configured detector settings, for evaluation runs (no database needed)."""
-    settings = Settings.resolve(model=model)
-    return FacePipeline(get_model(settings.model_id), min_score=settings.min_face_score,
-                        min_size=settings.min_face_size, flip_fusion=flip_fusion)
+    s = Settings.resolve(model=model)
+    return FacePipeline(get_model(s.model_id), min_score=s.min_face_score, min_size=s.min_face_size,
+                        flip_fusion=flip_fusion, max_pixels=s.max_pixels, torch_threads=s.torch_threads)
 
 
-@dataclass
-class _EnrollBatch:
-    name: str
-    known: set[str]
-    seen: set[str] = field(default_factory=set)
-    templates: list[NewTemplate] = field(default_factory=list)
-    faces: list[dict] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    skipped: int = 0
+def process_actor() -> dict:
+    """Who acts, for the audit trail: OS user, host and process."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name (some containers): the uid still says who
+        user = f"uid {os.getuid()}"
+    return {"user": user, "host": socket.gethostname(), "pid": os.getpid()}
 
 
 def person_folders(root: str | os.PathLike) -> list[Path]:
@@ -460,3 +594,44 @@ def person_folders(root: str | os.PathLike) -> list[Path]:
         raise InputPathError(f"{root}: no person sub-folders (expected {root}/NAME/photo.jpg)")
     return folders
 
+
+def _decide(face: Face, ranked: list[Candidate], top_k: int, point: DecisionThreshold,
+            live: LivenessDecision | None) -> IdentifiedFace:
+    """The open-set rule: the best candidate if at or above the threshold (and live when checked)."""
+    info = FaceInfo.of(face)
+    if not ranked:
+        return IdentifiedFace(UNKNOWN, -1.0, 0.0, [], info, live, "empty_gallery")
+    best, shown = ranked[0], ranked[:top_k]
+    # against the lowest possible similarity (-1) when nobody else is enrolled
+    margin = best.score - (ranked[1].score if len(ranked) > 1 else -1.0)
+    if live is not None and not live.is_live:
+        return IdentifiedFace(UNKNOWN, best.score, margin, shown, info, live, "spoof")
+    if best.score < point.threshold:
+        return IdentifiedFace(UNKNOWN, best.score, margin, shown, info, live, "below_threshold")
+    return IdentifiedFace(best.name, best.score, margin, shown, info, live)
+
+
+def _label(image: ImageInput) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    return "<upload>" if isinstance(image, (bytes, bytearray, memoryview)) else "<image>"
+
+
+@dataclass
+class _EnrollBatch:
+    name: str
+    known: set[str]
+    seen: set[str] = field(default_factory=set)
+    templates: list[NewTemplate] = field(default_factory=list)
+    faces: list[EnrolledPhoto] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+
+__all__ = [
+    "AuditPolicy", "Candidate", "CalibrationResult", "EnrollResult", "FaceInfo", "FaceRec", "IdentifiedFace",
+    "IdentificationCalibration", "IdentifyResult", "IndexStatus", "Match", "RemoveResult", "Settings",
+    "plot_liveness_roc",
+    "VerifyResult", "evaluation_pipeline", "models", "person_folders", "redacted_url", "scorer_for",
+    "upgrade_database", "UNKNOWN",
+]

@@ -8,6 +8,10 @@ FACEREC_INDEX_KIND  flat | hnsw | ivfpq (default: flat, exact)
 FACEREC_SCORER  cosine | learned | chi2: how two templates are compared (default: cosine)
 FACEREC_MIN_FACE_SCORE / FACEREC_MIN_FACE_SIZE  detector filters (default 0.9 / 20 px)
 FACEREC_MAX_PIXELS  largest image accepted (default 50,000,000 pixels)
+FACEREC_TORCH_THREADS  CPU threads for torch (default 1: see facerec/models/runtime.py for why)
+
+These variables are read here and nowhere else: every engine holds its own `Settings`, so two engines in one
+process (a test, a server with two galleries) never share configuration through the environment.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from facerec.errors import FacerecError
+from facerec.io.images import DEFAULT_MAX_PIXELS
 
 # Chosen on LFW View 1 DevTest (MODEL_CARD.md): AUC 0.99906 / EER 0.8 % against dlib_resnet29's 0.99889 / 1.2 %.
 DEFAULT_MODEL_ID = "mobilefacenet"
@@ -25,14 +30,17 @@ DEFAULT_MIN_FACE_SCORE = 0.9
 DEFAULT_MIN_FACE_SIZE = 20
 
 
-def _env_float(name: str, default: float) -> float:
+def _env_number(name: str, default: float, kind: type = float) -> float:
     raw = os.environ.get(name)
     if raw in (None, ""):
         return default
     try:
-        return float(raw)
+        value = kind(raw)
     except ValueError:
-        raise FacerecError(f"{name}={raw!r} is not a number") from None
+        raise FacerecError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if value <= 0 and kind is int:
+        raise FacerecError(f"{name}={raw!r} must be at least 1")
+    return value
 
 
 def default_home() -> Path:
@@ -51,6 +59,8 @@ class Settings:
     scorer: str = "cosine"
     min_face_score: float = DEFAULT_MIN_FACE_SCORE
     min_face_size: float = DEFAULT_MIN_FACE_SIZE
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    torch_threads: int = 1
     home: Path = field(default_factory=default_home)
 
     @classmethod
@@ -78,10 +88,12 @@ class Settings:
             scorer=scorer or os.environ.get("FACEREC_SCORER") or "cosine",
             min_face_score=min_face_score
             if min_face_score is not None
-            else _env_float("FACEREC_MIN_FACE_SCORE", DEFAULT_MIN_FACE_SCORE),
+            else _env_number("FACEREC_MIN_FACE_SCORE", DEFAULT_MIN_FACE_SCORE),
             min_face_size=min_face_size
             if min_face_size is not None
-            else _env_float("FACEREC_MIN_FACE_SIZE", DEFAULT_MIN_FACE_SIZE),
+            else _env_number("FACEREC_MIN_FACE_SIZE", DEFAULT_MIN_FACE_SIZE),
+            max_pixels=int(_env_number("FACEREC_MAX_PIXELS", DEFAULT_MAX_PIXELS, int)),
+            torch_threads=int(_env_number("FACEREC_TORCH_THREADS", 1, int)),
             home=home,
         )
 

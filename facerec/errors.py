@@ -4,7 +4,13 @@ Exit codes (documented in the README):
   0  success / match
   1  no match (verify), or a decision that refused (e.g. spoof)
   2  bad input: path, image, face, name, database, index or model problem
+  3  partial success of a bulk command (some items refused, the rest done)
+  70 internal error (a bug or an unexpected system failure; nothing half-written)
   130 interrupted (Ctrl-C); nothing half-written
+
+HTTP status of each error (`http_status`, used by the HTTP service; `HTTP_STATUS` lists them all):
+  400 usage / bad path / bad name; 404 unknown person; 409 duplicate identity; 422 bad image / face / quality;
+  500 model or index problem; 503 database problem.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_NO_MATCH = 1
 EXIT_BAD_INPUT = 2
+EXIT_PARTIAL = 3
+EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 
@@ -20,6 +28,7 @@ class FacerecError(Exception):
 
     exit_code: int = EXIT_BAD_INPUT
     code: str = "error"
+    http_status: int = 400
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))
@@ -37,12 +46,14 @@ class InputPathError(FacerecError):
 
 class ImageError(FacerecError):
     code = "bad_image"
+    http_status = 422
 
 
 class FaceError(FacerecError):
     """No face, several faces where one is required, or a face that fails the quality gate."""
 
     code = "bad_face"
+    http_status = 422
 
 
 class NoFaceError(FaceError):
@@ -59,6 +70,7 @@ class QualityError(FaceError):
 
 class DuplicateIdentityError(FaceError):
     code = "duplicate_identity"
+    http_status = 409
 
 
 class InvalidNameError(FacerecError):
@@ -67,10 +79,12 @@ class InvalidNameError(FacerecError):
 
 class UnknownPersonError(FacerecError):
     code = "unknown_person"
+    http_status = 404
 
 
 class DatabaseError(FacerecError):
     code = "database"
+    http_status = 503
 
 
 class ModelMismatchError(DatabaseError):
@@ -79,7 +93,20 @@ class ModelMismatchError(DatabaseError):
 
 class ModelError(FacerecError):
     code = "model"
+    http_status = 500
 
 
 class SearchIndexError(FacerecError):
     code = "index"
+    http_status = 500
+
+
+def http_status_map() -> dict[str, int]:
+    """Every error code with its HTTP status (documented for integrators)."""
+    found: dict[str, int] = {}
+    pending = [FacerecError]
+    while pending:
+        cls = pending.pop()
+        found[cls.code] = cls.http_status
+        pending.extend(cls.__subclasses__())
+    return dict(sorted(found.items()))

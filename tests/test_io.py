@@ -87,13 +87,23 @@ def huge_png(width: int, height: int) -> bytes:
             + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
 
 
-def test_huge_dimensions_and_bombs_are_refused(tmp_path, monkeypatch):
+def test_huge_dimensions_and_bombs_are_refused(tmp_path):
     (tmp_path / "huge.png").write_bytes(huge_png(30000, 30000))
     with pytest.raises(ImageError, match="too large|bomb"):
         load_image(tmp_path / "huge.png")
-    monkeypatch.setenv("FACEREC_MAX_PIXELS", "1000")
+    with pytest.raises(ImageError, match="too large|bomb"):
+        load_image((tmp_path / "huge.png").read_bytes())  # the same limits for uploads
     with pytest.raises(ImageError, match="too large"):
-        load_image(_save(tmp_path, "small.png", Image.fromarray(np.zeros((40, 40, 3), np.uint8))))
+        load_image(_save(tmp_path, "small.png", Image.fromarray(np.zeros((40, 40, 3), np.uint8))), max_pixels=1000)
+
+
+def test_uploaded_bytes_decode_like_files(tmp_path):
+    path = _save(tmp_path, "a.png", Image.fromarray(np.full((30, 40, 3), 7, np.uint8)))
+    assert np.array_equal(load_image(path.read_bytes()), load_image(path))
+    with pytest.raises(ImageError, match="empty"):
+        load_image(b"")
+    with pytest.raises(ImageError, match="corrupt|not an image"):
+        load_image(path.read_bytes()[:60])
 
 
 def test_arrays_are_accepted(tmp_path):

@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from facerec.errors import DatabaseError, ModelMismatchError, SearchIndexError, UnknownPersonError
-from facerec.index.faiss_index import SearchIndex, open_index
-from facerec.store import NewTemplate, Store
+from facerec.gallery import Gallery
+from facerec.index.faiss_index import SearchIndex
+from facerec.store import AuditEntry, NewTemplate, Store
 
 DIM = 16
 
@@ -43,7 +44,7 @@ def test_store_round_trip(db_url):
     assert sorted(removed) == sorted(ids) and gen == store.generation() == 3
     with pytest.raises(UnknownPersonError):
         store.remove_person("Ada")
-    store.audit("remove", "removed", person_name="Ada")
+    store.audit(AuditEntry("remove", "removed", person_name="Ada"))
     assert store.audit_events(1)[0]["person"] == "Ada"
     store.close()
 
@@ -96,18 +97,18 @@ def test_index_kinds_agree_with_exact_search(kind, tmp_path):
         np.testing.assert_allclose(scores[:, 0], np.max(queries @ vectors.T, axis=1), rtol=1e-5)
 
 
-def test_index_file_is_rebuilt_when_missing_stale_or_corrupt(sqlite_url, tmp_path, caplog):
+def test_index_file_is_rebuilt_when_missing_stale_corrupt_or_foreign(sqlite_url, tmp_path, caplog):
     rng = np.random.default_rng(2)
     store = Store.open(sqlite_url)
     store.add_templates("Ada", [template(unit(rng)[0], "a")])
     path = tmp_path / "idx.faiss"
-    index, gen = open_index(path, store, "m", DIM)
-    assert index.ntotal == 1 and path.exists() and gen == 1
-    # stale: the store moved on without the index
+    gallery = Gallery(store, "m", DIM, path)
+    assert gallery.size == 1 and path.exists() and gallery.sync().generation == 1
+    # stale: the store moved on without the file (a new process must not trust it)
     store.add_templates("Bob", [template(unit(rng)[0], "b")])
     with caplog.at_level(logging.WARNING, logger="facerec"):
-        index, _ = open_index(path, store, "m", DIM)
-    assert index.ntotal == 2 and "stale" in caplog.text
+        assert Gallery(store, "m", DIM, path).size == 2
+    assert "stale" in caplog.text
     # corrupt: flipped bytes fail the checksum
     blob = bytearray(path.read_bytes())
     blob[-10] ^= 0xFF
@@ -116,11 +117,57 @@ def test_index_file_is_rebuilt_when_missing_stale_or_corrupt(sqlite_url, tmp_pat
         SearchIndex.load(path)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="facerec"):
-        index, _ = open_index(path, store, "m", DIM)
-    assert index.ntotal == 2 and "corrupt" in caplog.text
+        assert Gallery(store, "m", DIM, path).size == 2
+    assert "corrupt" in caplog.text
     SearchIndex.load(path)  # the rewritten file is sound
     path.write_bytes(b"garbage")
-    assert open_index(path, store, "m", DIM)[0].ntotal == 2
+    assert Gallery(store, "m", DIM, path).size == 2
+    # a crash's temporary file (it may hold removed people's embeddings) is removed on open
+    leftover = tmp_path / "idx.faiss.abc123.tmp"
+    leftover.write_bytes(b"old embeddings")
+    Gallery(store, "m", DIM, path).sync()
+    assert not leftover.exists()
+
+
+def test_index_from_another_database_is_never_trusted(tmp_path, caplog):
+    """Same number of enrollments, same template ids, another database: the stranger must not be named."""
+    rng = np.random.default_rng(3)
+    people = unit(rng, 2)
+    home_a, home_b = Store.open(f"sqlite:///{tmp_path / 'a.db'}"), Store.open(f"sqlite:///{tmp_path / 'b.db'}")
+    home_a.add_templates("Ada", [template(people[0], "a")])
+    home_b.add_templates("Stranger", [template(people[1], "s")])
+    Gallery(home_a, "m", DIM, tmp_path / "a.faiss").sync()
+    (tmp_path / "b.faiss").write_bytes((tmp_path / "a.faiss").read_bytes())  # same generation, same ids
+    with caplog.at_level(logging.WARNING, logger="facerec"):
+        gallery_b = Gallery(home_b, "m", DIM, tmp_path / "b.faiss")
+        best = gallery_b.search(people[0][None], 1)[0][0]
+    assert "another database" in caplog.text
+    assert best.name == "Stranger" and best.score < 0.99  # scored against B's own template
+
+
+def test_gallery_catches_up_with_other_writers_from_the_change_log(db_url, tmp_path):
+    """Two galleries on one database (as two processes): each sees the other's writes at its next search,
+    incrementally (no rebuild), and a removed person is never returned again."""
+    rng = np.random.default_rng(4)
+    v = unit(rng, 4)
+    kiosk_store, admin_store = Store.open(db_url, auto_migrate=True), Store.open(db_url)
+    kiosk = Gallery(kiosk_store, "m", DIM, tmp_path / "kiosk.faiss")
+    admin = Gallery(admin_store, "m", DIM, tmp_path / "admin.faiss")
+    assert kiosk.search(v[:1], 1) == [[]]
+    admin.add("Ada", [template(v[0], "a")], audit=AuditEntry("enroll", "enrolled", person_name="Ada"))
+    admin.add("Bob", [template(v[1], "b"), template(v[2], "c")])
+    index_before = kiosk._index
+    found = kiosk.search(v[:3], 2)
+    assert [row[0].name for row in found] == ["Ada", "Bob", "Bob"]
+    assert kiosk._index is index_before  # applied from the change log, not rebuilt
+    admin.remove("Bob", audit=AuditEntry("remove", "removed", person_name="Bob"))
+    assert [m.name for m in kiosk.search(v[1:2], 5)[0]] == ["Ada"]
+    assert kiosk.size == 1 and kiosk._index.ntotal == 1  # Bob's templates left the kiosk's index too
+    # the audit events were written with the changes
+    assert [e["action"] for e in admin_store.audit_events(5)] == ["remove", "enroll"]
+    changes = admin_store.changes_since(0, "m")
+    assert changes.state.generation == 3 and sorted(changes.added.ids.tolist()) == sorted(
+        kiosk._owner) and len(changes.removed) == 2
 
 
 def test_failed_transaction_leaves_nothing(sqlite_url):

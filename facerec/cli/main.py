@@ -1,7 +1,7 @@
 """facerec's command line (typer). Parsing and printing only: every command calls `facerec.api`.
 
 Exit codes: 0 success/match, 1 no match, 2 bad input (path, image, face, name, database, index, model),
-130 interrupted (nothing half-written).
+3 partial success of a bulk command, 70 internal error, 130 interrupted (nothing half-written).
 """
 
 from __future__ import annotations
@@ -18,13 +18,22 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from facerec.errors import EXIT_INTERRUPTED, EXIT_NO_MATCH, FacerecError, UsageError
+from facerec.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_NO_MATCH,
+    EXIT_PARTIAL,
+    FacerecError,
+    UsageError,
+)
 
 app = typer.Typer(
     help="Face verification and recognition: enroll people from one photo, verify, identify.\n\n"
     "Settings come from flags, then FACEREC_* variables (FACEREC_DB, FACEREC_MODEL, FACEREC_INDEX, "
     "FACEREC_INDEX_KIND, FACEREC_HOME), then defaults (a SQLite file in ~/.local/share/facerec).\n\n"
-    "Exit codes: 0 success or match, 1 no match, 2 bad input, 130 interrupted.",
+    "Exit codes: 0 success or match, 1 no match, 2 bad input, 3 partial success (bulk commands), "
+    "70 internal error, 130 interrupted.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
@@ -71,12 +80,17 @@ def main_options(
     state.db, state.index, state.model, state.index_kind, state.scorer = db, index, model, index_kind, scorer
 
 
+def _settings():
+    from facerec.api import Settings
+
+    return Settings.resolve(db=state.db, index=state.index, model=state.model, index_kind=state.index_kind,
+                            scorer=state.scorer)
+
+
 def _engine():
     from facerec.api import FaceRec
-    from facerec.config import Settings
 
-    return FaceRec(Settings.resolve(db=state.db, index=state.index, model=state.model, index_kind=state.index_kind,
-                                    scorer=state.scorer))
+    return FaceRec(_settings())
 
 
 @contextmanager
@@ -97,6 +111,14 @@ def _command(as_json: bool) -> Iterator[None]:
     except KeyboardInterrupt:
         err.print("interrupted: the current step was rolled back; nothing is half-written", markup=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:  # a bug or an unexpected system failure: one line, its own exit code
+        message = f"internal error ({type(exc).__name__}): {' '.join(str(exc).split())[:300]}"
+        if as_json:
+            print(json.dumps({"error": "internal", "message": message}))
+        err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERNAL) from None
     finally:
         logger.removeHandler(handler)
 
@@ -122,10 +144,10 @@ def enroll(
     from_dir: Annotated[Optional[Path], typer.Option("--from-dir", help="Folder with one sub-folder of photos per person; unchanged photos are skipped.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Enroll even if the photo fails the quality gate (recorded).")] = False,
     allow_duplicate: Annotated[bool, typer.Option("--allow-duplicate", help="Enroll even if the face matches another enrolled person.")] = False,
-    largest: Annotated[bool, typer.Option("--largest", help="Use the largest face when a photo holds several.")] = False,
+    subject: Annotated[bool, typer.Option("--subject", "--largest", help="When several large faces are in a photo, use the most central one instead of refusing.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Enroll a person from one or more photos, or a whole folder.
+    """Enroll a person from one or more photos, or a whole folder (exit 3 when some photos were refused).
 
     [b]Examples[/b]: facerec enroll "Ada Lovelace" ada.jpg  |  facerec enroll --from-dir enrollment/
     """
@@ -140,11 +162,11 @@ def enroll(
             else:
                 _enroll_table(results)
             if any(r.errors for r in results):
-                raise typer.Exit(2)
+                raise typer.Exit(EXIT_PARTIAL if any(r.added or r.skipped for r in results) else EXIT_BAD_INPUT)
             return
         if name is None:
             raise UsageError("give NAME and at least one IMAGE (or --from-dir DIR)")
-        result = fr.enroll(name, images, force=force, allow_duplicate=allow_duplicate, largest=largest)
+        result = fr.enroll(name, images, force=force, allow_duplicate=allow_duplicate, choose_subject=subject)
         if as_json:
             _print_json(result.to_dict())
         else:
@@ -156,8 +178,7 @@ def _enroll_dir(fr, root: Path, force: bool, allow_duplicate: bool, quiet: bool)
     from facerec.api import person_folders
 
     total = len(person_folders(root))
-    with Progress(TextColumn("enrolling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("ETA"), TimeRemainingColumn(), console=err, disable=quiet) as progress:
+    with _progress("enrolling", quiet) as progress:
         task = progress.add_task("people", total=total)
         return fr.enroll_from_dir(root, force=force, allow_duplicate=allow_duplicate,
                                   on_person=lambda _r: progress.advance(task))
@@ -176,13 +197,13 @@ def _enroll_table(results) -> None:
 def verify(
     name: Annotated[str, typer.Argument(help="An enrolled person.")],
     image: Annotated[Path, typer.Argument(help="A photo with exactly one face.")],
-    largest: Annotated[bool, typer.Option("--largest", help="Use the largest face when there are several.")] = False,
+    subject: Annotated[bool, typer.Option("--subject", "--largest", help="When several large faces are in the photo, use the most central one.")] = False,
     liveness: Annotated[bool, typer.Option("--liveness", help="Also refuse faces the liveness classifier calls a spoof (reason 'spoof').")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """1:1 check: is the face in IMAGE the enrolled person NAME? Exit 0 match, 1 no match or spoof, 2 bad input."""
     with _command(as_json):
-        result = _engine().verify(name, image, largest=largest, liveness=liveness)
+        result = _engine().verify(name, image, choose_subject=subject, liveness=liveness)
     if as_json:
         _print_json(result.to_dict())
     else:
@@ -190,7 +211,7 @@ def verify(
         out.print(f"{verdict}: {result.name!r} score {result.score:.4f} (threshold {result.threshold:.4f}; "
                   f"{result.threshold_source})", markup=False)
         if result.liveness is not None:
-            out.print(f"liveness {result.liveness['score']:.3f} (threshold {result.liveness['threshold']:.3f})",
+            out.print(f"liveness {result.liveness.score:.3f} (threshold {result.liveness.threshold:.3f})",
                       markup=False)
     if not result.match:
         raise typer.Exit(EXIT_NO_MATCH)
@@ -200,20 +221,22 @@ def verify(
 def identify(
     image: Annotated[Path, typer.Argument(help="A photo with any number of faces.")],
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=100, help="Candidates to list per face.")] = 1,
+    liveness: Annotated[bool, typer.Option("--liveness", help="Also check each face's liveness: a spoof is 'unknown' (reason 'spoof').")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """1:K search: every face in IMAGE with its best match, or "unknown" below the threshold."""
     with _command(as_json):
-        result = _engine().identify(image, top_k=top_k)
+        result = _engine().identify(image, top_k=top_k, liveness=liveness)
     if as_json:
         _print_json(result.to_dict())
         return
     table = Table(title=f"{image} (threshold {result.threshold:.4f})")
-    for col in ("face", "box", "identity", "score", "candidates"):
+    for col in ("face", "box", "identity", "score", "margin", "candidates", "reason"):
         table.add_column(col)
     for i, face in enumerate(result.faces, 1):
         cands = ", ".join(f"{c.name} {c.score:.3f}" for c in face.candidates)
-        table.add_row(str(i), str([int(v) for v in face.face["box"]]), face.name, f"{face.score:.4f}", cands)
+        table.add_row(str(i), str([int(v) for v in face.face.box]), face.name, f"{face.score:.4f}",
+                      f"{face.margin:.4f}", cands, face.reason)
     out.print(table if result.faces else "no face found")
 
 
@@ -237,11 +260,11 @@ def list_people(as_json: JsonFlag = False) -> None:
 def remove(name: Annotated[str, typer.Argument(help="An enrolled person.")], as_json: JsonFlag = False) -> None:
     """Remove a person's templates from the database and index (the audit trail is kept)."""
     with _command(as_json):
-        count = _engine().remove(name)
+        result = _engine().remove(name)
     if as_json:
-        _print_json({"name": name, "removed_templates": count})
+        _print_json(result.to_dict())
     else:
-        out.print(f"removed {name!r} ({count} template(s))", markup=False)
+        out.print(f"removed {result.name!r} ({result.removed_templates} template(s))", markup=False)
 
 
 @app.command()
@@ -249,7 +272,7 @@ def audit(limit: Annotated[int, typer.Option(min=1, help="Most recent events to 
           as_json: JsonFlag = False) -> None:
     """Show the audit log of enroll / verify / identify / remove decisions."""
     with _command(as_json):
-        events = _engine().store.audit_events(limit)
+        events = _engine().audit_events(limit)
     if as_json:
         _print_json(events)
         return
@@ -265,9 +288,9 @@ def audit(limit: Annotated[int, typer.Option(min=1, help="Most recent events to 
 @app.command()
 def models(as_json: JsonFlag = False) -> None:
     """List the shipped embedding models with their input, accuracy and licences."""
-    from facerec.models.registry import available_models, model_card
+    from facerec.api import models as model_cards
 
-    cards = [model_card(m) for m in available_models()]
+    cards = model_cards()
     rows = [{"id": c.id, "embedding_dim": c.embedding_dim, "input": f"{c.template.width}x{c.template.height}",
              "lfw_view2_accuracy": c.extra.get("lfw_view2_accuracy", ""), "lfw_accuracy_declared": c.lfw_accuracy,
              "weights_licence": c.weights_licence, "training_data_licence": c.training_data_licence,
@@ -287,33 +310,31 @@ def models(as_json: JsonFlag = False) -> None:
 def index_rebuild(as_json: JsonFlag = False) -> None:
     """Rebuild the index file from the database (also done automatically when it is stale or corrupt)."""
     with _command(as_json):
-        fr = _engine()
-        count = fr.rebuild_index()
+        status = _engine().rebuild_index()
     if as_json:
-        _print_json({"index": str(fr.settings.index_path), "templates": count})
+        _print_json(status.to_dict())
     else:
-        out.print(f"rebuilt {fr.settings.index_path} with {count} template(s)", markup=False)
+        out.print(f"rebuilt {status.index} with {status.templates} template(s)", markup=False)
 
 
 @db_app.command("upgrade")
 def db_upgrade(as_json: JsonFlag = False) -> None:
     """Create or migrate the database schema to the latest revision (Alembic)."""
     with _command(as_json):
-        from facerec.config import Settings
-        from facerec.store import Store
-        from facerec.store.repository import redact
+        from facerec.api import redacted_url, upgrade_database
 
-        url = Settings.resolve(db=state.db).db_url
-        revision = Store.open(url, auto_migrate=True).upgrade()
+        settings = _settings()
+        revision = upgrade_database(settings)
     if as_json:
-        _print_json({"database": redact(url), "revision": revision})
+        _print_json({"database": redacted_url(settings.db_url), "revision": revision})
     else:
-        out.print(f"{redact(url)} is at revision {revision}", markup=False)
+        out.print(f"{redacted_url(settings.db_url)} is at revision {revision}", markup=False)
 
 
-def _progress(label: str, quiet: bool) -> Progress:
+def _progress(label: str, as_json: bool = False) -> Progress:
+    """A progress bar with ETA on stderr; shown under --json too (stdout carries only the JSON document)."""
     return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), console=err, disable=quiet)
+                    TimeRemainingColumn(), console=err)
 
 
 @evaluate_app.command("pairs")
@@ -332,16 +353,15 @@ def evaluate_pairs(
     Model selection belongs on View 1 (pairsDevTrain/pairsDevTest); report View 2 (pairs.txt) once.
     """
     with _command(as_json):
-        from facerec.api import evaluation_pipeline
+        from facerec.api import evaluation_pipeline, scorer_for
         from facerec.evaluation.lfw_protocol import read_pairs
-        from facerec.decisions.scorers import get_scorer
         from facerec.evaluation.pairs import evaluate_pairs as run, write_plots
 
         chosen = read_pairs(pairs, root)
         if folds is not None:
             chosen = [p for p in chosen if p.fold < folds]
         pipeline = evaluation_pipeline(model=state.model, flip_fusion=flip)
-        scorer = get_scorer(state.scorer or "cosine", pipeline.model.id)
+        scorer = scorer_for(state.scorer or "cosine", pipeline.model.id)
         images = len({q for p in chosen for q in (p.path_a, p.path_b)})
         with _progress("embedding", as_json) as progress:
             task = progress.add_task("images", total=images)
@@ -421,13 +441,14 @@ def calibrate(
         fr = _engine()
         with _progress("embedding", as_json) as progress:
             task = progress.add_task("images", total=None)
-            calibration, written = fr.calibrate(
+            result = fr.calibrate(
                 pairs_file=pairs, root=root, from_dir=from_dir, far=None if use_eer else far, impostors=impostors,
                 report_dir=report, progress=lambda n: progress.advance(task, n),
                 on_total=lambda n: progress.update(task, total=n), cache_dir=crop_cache,
             )
+    calibration = result.calibration
     if as_json:
-        _print_json(calibration.to_dict() | {"files": [str(p) for p in written]})
+        _print_json(result.to_dict())
         return
     table = Table(title=f"calibration of {calibration.model_id}: {calibration.n_genuine:,} genuine / "
                         f"{calibration.n_impostor:,} impostor pairs")
@@ -456,10 +477,10 @@ def calibrate_identification(
     with _command(as_json):
         result = _engine().calibrate_identification(unknowns, fpir)
     if as_json:
-        _print_json(result)
+        _print_json(result.to_dict())
     else:
-        out.print(f"identification threshold {result['threshold']:.4f} (FPIR {result['measured_fpir']:.4f} measured, "
-                  f"target {fpir:g}) for a gallery of {result['gallery_size']}", markup=False)
+        out.print(f"identification threshold {result.threshold:.4f} (FPIR {result.measured_fpir:.4f} measured, "
+                  f"target {fpir:g}) for a gallery of {result.gallery_size}", markup=False)
 
 
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
@@ -506,11 +527,9 @@ def liveness_evaluate(
         except FileNotFoundError as exc:
             raise InputPathError(str(exc)) from None
         if plot is not None:
-            from facerec.decisions.liveness_metrics import liveness_roc
-            from facerec.decisions.plots import plot_roc
+            from facerec.api import plot_liveness_roc
 
-            plot_roc({"liveness": liveness_roc(evaluation.scores, evaluation.is_live)}, plot,
-                     title="Liveness ROC (FAR = APCER, TAR = 1 - BPCER)")
+            plot_liveness_roc(evaluation.scores, evaluation.is_live, plot)
     r = evaluation.report
     if as_json:
         _print_json(evaluation.to_dict())

@@ -47,3 +47,38 @@ def resolve_threshold(store, card: ModelCard, kind: str = VERIFICATION, scorer: 
     from facerec.decisions.scorers import default_threshold, get_scorer  # lazy: scorers imports this module
 
     return default_threshold(get_scorer(scorer, card.id), card)
+
+
+# The share of genuinely new people that enrollment's duplicate check may wrongly refuse.
+DUPLICATE_REFUSAL_RATE = 0.01
+
+
+def duplicate_threshold(store, card: ModelCard, gallery_size: int, scorer: str = "cosine") -> DecisionThreshold:
+    """The threshold at which a new face "already matches" someone: gallery-aware, never looser than 1:1.
+
+    A new person is compared with all N enrolled people, so at a per-comparison FAR f about N x f of new
+    people would be refused (11 of 100 with 97 enrolled at the 1:1 FAR 1e-3, 51 of 100 with 971). In force,
+    in order: an identification calibration (FPIR measured on this gallery); else the strictest point of the
+    model card's table (`extra.thresholds_at_far`) with FAR <= DUPLICATE_REFUSAL_RATE / N; else the 1:1
+    threshold (non-cosine scorers, models without a table), said so in the source.
+    """
+    verification = resolve_threshold(store, card, VERIFICATION, scorer)
+    record = store.active_calibration(card.id, IDENTIFICATION, scorer)
+    if record is not None:
+        return DecisionThreshold(max(float(record["threshold"]), verification.threshold),
+                                 f"identification calibration #{record['id']} ({record['operating']})")
+    table = {float(far): float(t) for far, t in card.extra.get("thresholds_at_far", {}).items()}
+    if scorer != "cosine" or not table:
+        return DecisionThreshold(verification.threshold,
+                                 f"the 1:1 threshold ({verification.source}); not gallery-aware: run "
+                                 f"`facerec calibrate-identification`")
+    wanted = DUPLICATE_REFUSAL_RATE / max(1, gallery_size)
+    fitting = [far for far in table if far <= wanted]
+    far = max(fitting) if fitting else min(table)
+    strictest = "" if fitting else " (the strictest point the model's calibration data resolves)"
+    return DecisionThreshold(
+        max(table[far], verification.threshold),
+        f"FAR {far:g} per comparison for a gallery of {gallery_size} people{strictest}: about "
+        f"{min(1.0, far * gallery_size):.1%} of new people wrongly refused; {card.id} card",
+        target_far=far,
+    )

@@ -1,7 +1,7 @@
 """The pairs protocol through the whole pipeline (detect, align, embed): LFW-style verification numbers.
 
-Each image is embedded once. The face used is the one nearest the image centre (LFW's convention: the
-named person is centred). An image where no face passes the normal detector settings is retried with
+Each image is embedded once. The face used is the subject (facerec.face.selection: the most central of the
+large faces; LFW centres its named person). An image where no face passes the normal detector settings is retried with
 relaxed ones (score >= 0.5, side >= 12 px); if that fails too, every pair using it scores -1 (a reject),
 and the count is reported, never hidden.
 """
@@ -23,6 +23,7 @@ from facerec.evaluation.lfw_protocol import Pair, labels_and_folds
 from facerec.face.align import align_face
 from facerec.face.detect import Detection, detect_faces
 from facerec.face.pipeline import FacePipeline
+from facerec.face.selection import select_subject
 from facerec.io import load_image
 
 RELAXED_SCORE = 0.5
@@ -46,11 +47,6 @@ class AlignedCrops:
     failed: list[Path] = field(default_factory=list)
 
 
-def central_face(faces: Sequence[Detection], shape: tuple[int, ...]) -> Detection:
-    centre = np.array([shape[1] / 2, shape[0] / 2])
-    return min(faces, key=lambda f: float(np.hypot(*((f.box[:2] + f.box[2:]) / 2 - centre))))
-
-
 def align_images(pipeline: FacePipeline, paths: Sequence[Path],
                  progress: Callable[[int], None] | None = None) -> AlignedCrops:
     result = AlignedCrops(crops={})
@@ -62,7 +58,7 @@ def align_images(pipeline: FacePipeline, paths: Sequence[Path],
             if faces:
                 result.relaxed.append(path)
         if faces:
-            result.crops[path] = align_face(rgb, central_face(faces, rgb.shape).landmarks, pipeline.model.template)
+            result.crops[path] = align_face(rgb, select_subject(faces, rgb.shape).subject.landmarks, pipeline.model.template)
         else:
             result.failed.append(path)
         if progress is not None:

@@ -1,5 +1,5 @@
-"""FAISS search over enrolled templates, rebuilt from the store whenever it is missing, stale or corrupt."""
+"""FAISS search over enrolled templates (the gallery decides when a file is trusted or rebuilt)."""
 
-from facerec.index.faiss_index import INDEX_KINDS, SearchIndex, open_index
+from facerec.index.faiss_index import INDEX_KINDS, IndexMeta, SearchIndex
 
-__all__ = ["INDEX_KINDS", "SearchIndex", "open_index"]
+__all__ = ["INDEX_KINDS", "IndexMeta", "SearchIndex"]

@@ -1,9 +1,9 @@
 """Cosine (normalised inner product) search keyed by template id, with a self-checking file format.
 
 The file is the faiss index followed by a JSON footer (model id, dimension, kind, the store's template
-generation, the number of vectors and a SHA-256 of the index bytes). Written to a temporary file and
-renamed, so a crash leaves the old file or the new one, never half of one. The store is the truth: any
-mismatch means the file is rebuilt from it, with a warning.
+generation and token, its database id, the number of vectors and a SHA-256 of the index bytes). Written
+to a temporary file and renamed, so a crash leaves the old file or the new one, never half of one. Which
+file to trust, and when to rebuild it from the store, is the gallery's decision (facerec/gallery.py).
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ class IndexMeta:
     generation: int
     count: int
     built_kind: str
+    database_id: str = ""  # the store's database id: an index from another database is never trusted
+    token: str = ""  # the store's templates token at `generation`
 
 
 class SearchIndex:
@@ -171,35 +173,3 @@ class SearchIndex:
         if index.ntotal != meta.count or index.d != meta.dim:
             raise SearchIndexError(f"{path}: index contents disagree with its header")
         return cls(meta.dim, meta.built_kind, index), meta
-
-
-def open_index(path: Path, store, model_id: str, dim: int, kind: str = "flat") -> tuple[SearchIndex, int]:
-    """Load the index file if it matches the store, else rebuild it from the store and save it.
-
-    Returns the index and the store generation it reflects.
-    """
-    generation = store.generation()
-    problem = None
-    if not path.exists():
-        problem = "missing"
-    else:
-        try:
-            index, meta = SearchIndex.load(path)
-            expected = IndexMeta(model_id, dim, kind, generation, meta.count, meta.built_kind)
-            if meta != expected:
-                problem = f"stale (built for {meta.__dict__}, store is at generation {generation})"
-            else:
-                return index, generation
-        except SearchIndexError as exc:
-            problem = str(exc)
-    if path.exists():
-        log.warning("index %s is %s: rebuilding it from the database", path, problem)
-    return rebuild_index(path, store, model_id, dim, kind)
-
-
-def rebuild_index(path: Path, store, model_id: str, dim: int, kind: str = "flat") -> tuple[SearchIndex, int]:
-    generation = store.generation()
-    rows = store.templates(model_id)
-    index = SearchIndex.build(rows.ids, rows.embeddings, dim, kind)
-    index.save(path, IndexMeta(model_id, dim, kind, generation, index.ntotal, index.kind))
-    return index, generation

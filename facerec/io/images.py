@@ -7,6 +7,7 @@ decompression bomb must be refused, never half-decoded.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import warnings
 from pathlib import Path
@@ -17,26 +18,15 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from facerec.errors import ImageError, InputPathError
 
-ImageInput = Union[str, os.PathLike, np.ndarray, Image.Image]
+# A path, encoded file bytes (an upload), a decoded array or a PIL image.
+ImageInput = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
 
 # File suffixes treated as photos when scanning folders (decoding still checks the real format).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"})
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF", "PPM", "MPO"})
-DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: larger than any camera frame, far below a bomb
-MAX_PIXELS_ENV = "FACEREC_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: larger than any camera frame, far below a bomb (Settings.max_pixels)
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-
-
-def max_pixels() -> int:
-    """The pixel-count limit (`FACEREC_MAX_PIXELS` overrides the default)."""
-    raw = os.environ.get(MAX_PIXELS_ENV)
-    if not raw:
-        return DEFAULT_MAX_PIXELS
-    try:
-        return max(1, int(raw))
-    except ValueError:
-        raise ImageError(f"{MAX_PIXELS_ENV}={raw!r} is not an integer") from None
 
 
 def check_file(path: str | os.PathLike) -> Path:
@@ -70,30 +60,36 @@ def image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path
                   and not p.name.startswith("."))
 
 
-def load_image(source: ImageInput) -> np.ndarray:
-    """Return an HxWx3 RGB uint8 array from a path, a PIL image or an array.
+def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Return an HxWx3 RGB uint8 array from a path, encoded bytes, a PIL image or an array.
 
-    Paths are checked, decoded fully (truncation is an error), size-limited, EXIF-rotated and converted to
-    RGB from any mode (grayscale, palette, RGBA over white, 16-bit scaled to 8-bit).
+    Files and bytes are decoded fully (truncation is an error), size-limited before decoding, EXIF-rotated
+    and converted to RGB from any mode (grayscale, palette, RGBA over white, 16-bit scaled to 8-bit).
     """
     if isinstance(source, np.ndarray):
-        return _array_to_rgb(source)
+        return _array_to_rgb(source, max_pixels)
     if isinstance(source, Image.Image):
         return _pil_to_rgb(source, name="<image>")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("<upload>: empty image (0 bytes)")
+        return _decode(io.BytesIO(bytes(source)), "<upload>", max_pixels)
     path = check_file(source)
-    name = str(path)
-    limit = max_pixels()
+    return _decode(path, str(path), max_pixels)
+
+
+def _decode(fp, name: str, limit: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(fp) as im:
                 if im.format not in SUPPORTED_FORMATS:
                     raise ImageError(f"{name}: unsupported image format {im.format}")
                 width, height = im.size
                 if width * height > limit:
                     raise ImageError(
                         f"{name}: image too large ({width}x{height} = {width * height:,} pixels > "
-                        f"{limit:,}; raise {MAX_PIXELS_ENV} if this is intended)"
+                        f"{limit:,}; raise FACEREC_MAX_PIXELS if this is intended)"
                     )
                 im.load()
                 return _pil_to_rgb(im, name=name)
@@ -128,12 +124,12 @@ def _pil_to_rgb(im: Image.Image, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
+def _array_to_rgb(arr: np.ndarray, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Accept HxW, HxWx1, HxWx3 or HxWx4 arrays of any integer/float depth."""
     a = np.asarray(arr)
     if a.ndim not in (2, 3) or a.size == 0 or min(a.shape[:2]) < 1:
         raise ImageError(f"array of shape {a.shape} is not an image")
-    if a.shape[0] * a.shape[1] > max_pixels():
+    if a.shape[0] * a.shape[1] > max_pixels:
         raise ImageError(f"array image too large ({a.shape[1]}x{a.shape[0]})")
     if a.dtype != np.uint8:
         if np.issubdtype(a.dtype, np.floating):

@@ -1,5 +1,5 @@
 """The enrollment database (source of truth): SQLAlchemy models, repository, migrations. No torch here."""
 
-from facerec.store.repository import NewTemplate, PersonSummary, Store, TemplateRows
+from facerec.store.repository import AuditEntry, ChangeSet, GalleryState, NewTemplate, PersonSummary, Store, TemplateRows
 
-__all__ = ["NewTemplate", "PersonSummary", "Store", "TemplateRows"]
+__all__ = ["AuditEntry", "ChangeSet", "GalleryState", "NewTemplate", "PersonSummary", "Store", "TemplateRows"]

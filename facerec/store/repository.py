@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from facerec.errors import DatabaseError, ModelMismatchError, UnknownPersonError
 from facerec.store import migrate
-from facerec.store.schema import AuditEvent, CalibrationRecord, DatabaseInfo, Person, Template
+from facerec.store.schema import AuditEvent, CalibrationRecord, DatabaseInfo, Person, Template, TemplateChange
 
 MODEL_KEY = "model_id"
 GENERATION_KEY = "templates_generation"
+DATABASE_ID_KEY = "database_id"
+CHANGE_LOG_FROM_KEY = "change_log_from"
+TOKEN_KEY = "templates_token"
+
+
+@dataclass(frozen=True)
+class GalleryState:
+    """Where the templates stand: the generation counter and the random token written with it."""
+
+    generation: int
+    token: str
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,32 @@ class TemplateRows:
     ids: np.ndarray
     person_names: list[str]
     embeddings: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "TemplateRows":
+        return cls(np.zeros(0, dtype=np.int64), [], np.zeros((0, 0), dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit event, written in the same transaction as the change it records (when there is one)."""
+
+    action: str
+    outcome: str
+    person_name: str | None = None
+    score: float | None = None
+    threshold: float | None = None
+    model_id: str | None = None
+    details: dict | None = None
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """The net template changes between two generations: ids to drop, and the rows to add."""
+
+    state: GalleryState
+    removed: np.ndarray
+    added: TemplateRows
 
 
 def redact(url: str) -> str:
@@ -172,17 +210,67 @@ class Store:
         return int(row.value) if row else 0
 
     @staticmethod
-    def _bump_generation(s: Session) -> int:
+    def _bump_generation(s: Session, added: list[int] = (), removed: list[int] = ()) -> int:
+        """Next generation, with the template ids it added and removed in the change log."""
         row = s.get(DatabaseInfo, GENERATION_KEY, with_for_update=True)
         if row is None:
-            s.add(DatabaseInfo(key=GENERATION_KEY, value="1"))
-            return 1
-        row.value = str(int(row.value) + 1)
-        return int(row.value)
+            row = DatabaseInfo(key=GENERATION_KEY, value="0")
+            s.add(row)
+        generation = int(row.value) + 1
+        row.value = str(generation)
+        token = s.get(DatabaseInfo, TOKEN_KEY)
+        if token is None:
+            s.add(DatabaseInfo(key=TOKEN_KEY, value=uuid.uuid4().hex))
+        else:
+            token.value = uuid.uuid4().hex
+        s.add_all([TemplateChange(generation=generation, template_id=int(i), added=True) for i in added]
+                  + [TemplateChange(generation=generation, template_id=int(i), added=False) for i in removed])
+        return generation
+
+    def state(self) -> GalleryState:
+        """Generation and token in one query: what a long-lived process checks before every search."""
+        with self.session() as s:
+            rows = dict(s.execute(select(DatabaseInfo.key, DatabaseInfo.value)
+                                  .where(DatabaseInfo.key.in_((GENERATION_KEY, TOKEN_KEY)))).all())
+        return GalleryState(int(rows.get(GENERATION_KEY, 0)), rows.get(TOKEN_KEY, ""))
+
+    def database_id(self) -> str:
+        """A random id written when the schema was created: binds index files to this database."""
+        value = self.info(DATABASE_ID_KEY)
+        if value is None:
+            raise DatabaseError(f"database {redact(self.url)} has no database id: run `facerec db upgrade`")
+        return value
+
+    def changes_since(self, generation: int, model_id: str) -> ChangeSet | None:
+        """Net template changes after `generation` up to the current state, or None when the change log
+        does not reach back that far (or the database went back, as after restoring a backup)."""
+        with self.session() as s:
+            start = s.get(DatabaseInfo, CHANGE_LOG_FROM_KEY)
+            if start is None or generation < int(start.value):
+                return None
+        state = self.state()
+        if state.generation < generation:
+            return None
+        with self.session() as s:
+            rows = s.execute(select(TemplateChange.template_id, TemplateChange.added)
+                             .where(TemplateChange.generation > generation,
+                                    TemplateChange.generation <= state.generation)  # later: next time
+                             .order_by(TemplateChange.id)).all()
+        added: set[int] = set()
+        removed: set[int] = set()
+        for template_id, was_added in rows:
+            if was_added:
+                added.add(template_id)
+            else:
+                removed.add(template_id)
+                added.discard(template_id)
+        fresh = self.templates(model_id, ids=sorted(added)) if added else TemplateRows.empty()
+        return ChangeSet(state, np.array(sorted(removed), dtype=np.int64), fresh)
 
     # --- people and templates ------------------------------------------------------------------
-    def add_templates(self, name: str, templates: list[NewTemplate]) -> tuple[list[int], int]:
-        """Add a person's templates in one transaction.
+    def add_templates(self, name: str, templates: list[NewTemplate],
+                      audit: AuditEntry | None = None) -> tuple[list[int], int]:
+        """Add a person's templates and the audit event that records it, in one transaction.
 
         Returns the new template ids and the generation after the write (unchanged when nothing new).
         """
@@ -210,8 +298,11 @@ class Store:
                 ))
             s.add_all(rows)
             s.flush()
-            generation = self._bump_generation(s) if rows else self._generation(s)
-            return [r.id for r in rows], generation
+            ids = [r.id for r in rows]
+            generation = self._bump_generation(s, added=ids) if rows else self._generation(s)
+            if audit is not None:
+                self._add_audit(s, audit, details={"added": len(ids)})
+            return ids, generation
 
     def known_sources(self, name: str, model_id: str) -> set[str]:
         with self.session() as s:
@@ -219,8 +310,10 @@ class Store:
                 select(Template.source_sha256).join(Person).where(Person.name == name, Template.model_id == model_id)
             ))
 
-    def remove_person(self, name: str) -> tuple[list[int], int]:
-        """Delete a person and their templates; returns the removed template ids and the new generation."""
+    def remove_person(self, name: str, audit: AuditEntry | None = None) -> tuple[list[int], int]:
+        """Delete a person and their templates, with the audit event, in one transaction.
+
+        Returns the removed template ids and the new generation."""
         with self.session() as s:
             person = s.scalar(select(Person).where(Person.name == name))
             if person is None:
@@ -228,7 +321,10 @@ class Store:
             ids = list(s.scalars(select(Template.id).where(Template.person_id == person.id)))
             s.execute(delete(Template).where(Template.person_id == person.id))
             s.delete(person)
-            return ids, self._bump_generation(s)
+            generation = self._bump_generation(s, removed=ids)
+            if audit is not None:
+                self._add_audit(s, audit, details={"templates": len(ids)})
+            return ids, generation
 
     def has_person(self, name: str) -> bool:
         with self.session() as s:
@@ -246,10 +342,12 @@ class Store:
             ).all()
             return [PersonSummary(n, int(c), created.isoformat(timespec="seconds")) for n, c, created in rows]
 
-    def templates(self, model_id: str, name: str | None = None, ids: list[int] | None = None) -> TemplateRows:
-        """Templates of one model: all, one person's, or the given ids."""
+    def templates(self, model_id: str, name: str | None = None, ids: list[int] | None = None,
+                  with_embeddings: bool = True) -> TemplateRows:
+        """Templates of one model: all, one person's, or the given ids (owners only: `with_embeddings=False`)."""
         with self.session() as s:
-            query = select(Template.id, Person.name, Template.embedding).join(Person).where(
+            columns = (Template.id, Person.name) + ((Template.embedding,) if with_embeddings else ())
+            query = select(*columns).join(Person).where(
                 Template.model_id == model_id
             ).order_by(Template.id)
             if name is not None:
@@ -258,11 +356,12 @@ class Store:
                 query = query.where(Template.id.in_([int(i) for i in ids]))
             rows = s.execute(query).all()
         if not rows:
-            return TemplateRows(np.zeros(0, dtype=np.int64), [], np.zeros((0, 0), dtype=np.float32))
+            return TemplateRows.empty()
         return TemplateRows(
             ids=np.array([r[0] for r in rows], dtype=np.int64),
             person_names=[r[1] for r in rows],
-            embeddings=np.stack([np.frombuffer(r[2], dtype="<f4") for r in rows]).astype(np.float32),
+            embeddings=np.stack([np.frombuffer(r[2], dtype="<f4") for r in rows]).astype(np.float32)
+            if with_embeddings else np.zeros((len(rows), 0), dtype=np.float32),
         )
 
     # --- calibrations ---------------------------------------------------------------------------
@@ -295,15 +394,25 @@ class Store:
                     "report": record.report}
 
     # --- audit ---------------------------------------------------------------------------------
-    def audit(self, action: str, outcome: str, person_name: str | None = None, score: float | None = None,
-              threshold: float | None = None, model_id: str | None = None, details: dict | None = None) -> None:
+    def audit(self, entry: AuditEntry) -> None:
+        """Record a decision that changes nothing else (verify, identify, calibrate)."""
         with self.session() as s:
-            s.add(AuditEvent(
-                action=action, outcome=outcome, person_name=person_name,
-                score=None if score is None else float(score),
-                threshold=None if threshold is None else float(threshold),
-                model_id=model_id, details=details or {},
-            ))
+            self._add_audit(s, entry)
+
+    def audit_many(self, entries: list[AuditEntry]) -> None:
+        """Record several decisions in one transaction (a batch of identified faces)."""
+        with self.session() as s:
+            for entry in entries:
+                self._add_audit(s, entry)
+
+    @staticmethod
+    def _add_audit(s: Session, entry: AuditEntry, details: dict | None = None) -> None:
+        s.add(AuditEvent(
+            action=entry.action, outcome=entry.outcome, person_name=entry.person_name,
+            score=None if entry.score is None else float(entry.score),
+            threshold=None if entry.threshold is None else float(entry.threshold),
+            model_id=entry.model_id, details={**(entry.details or {}), **(details or {})},
+        ))
 
     def audit_events(self, limit: int = 100) -> list[dict]:
         with self.session() as s:

@@ -98,3 +98,13 @@ class CalibrationRecord(Base):
     operating: Mapped[str] = mapped_column(String(64))
     report: Mapped[dict] = mapped_column(JSON)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class TemplateChange(Base):
+    """Which template ids a generation added or removed: lets other processes catch up incrementally."""
+
+    __tablename__ = "template_changes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    generation: Mapped[int] = mapped_column(Integer, index=True)
+    template_id: Mapped[int] = mapped_column(Integer)
+    added: Mapped[bool] = mapped_column(Boolean)

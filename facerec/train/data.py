@@ -271,25 +271,6 @@ def load_cache(folder: Path | str) -> CropCache:
     return CropCache(folder=folder, meta=meta, images=images, labels=labels, files=files)
 
 
-def choose_face(detections: Sequence[Any], image_shape: tuple[int, ...], area_ratio: float = 0.5) -> int:
-    """The face to keep: among faces at least `area_ratio` times the largest one's area, the most central.
-
-    `detections` are sorted largest first (as `detect_faces` returns them); the photos are face-centred, so a
-    nearly-as-large face nearer the centre is the subject and a small face is a bystander.
-    """
-    if not detections:
-        raise ValueError("no detections")
-    largest = detections[0].area
-    cy, cx = image_shape[0] / 2.0, image_shape[1] / 2.0
-
-    def off_centre(d) -> float:
-        bx, by = (d.box[0] + d.box[2]) / 2.0, (d.box[1] + d.box[3]) / 2.0
-        return float(math.hypot(bx - cx, by - cy))
-
-    candidates = [i for i, d in enumerate(detections) if d.area >= area_ratio * largest]
-    return min(candidates, key=lambda i: (off_centre(detections[i]), i))
-
-
 def list_identities(source: Path) -> list[str]:
     return sorted(p.name for p in Path(source).iterdir() if p.is_dir())
 
@@ -326,13 +307,14 @@ class _Aligner:
     def __call__(self, path: Path) -> tuple[np.ndarray, np.ndarray, float]:
         """(crop, landmarks, score) of the chosen face; raises LookupError when there is none."""
         from facerec.face.align import align_face
+        from facerec.face.selection import select_subject
         from facerec.io import load_image
 
         rgb = load_image(path)
         detections = self.pipeline.detect(rgb)
         if not detections:
             raise LookupError("no face")
-        d = detections[choose_face(detections, rgb.shape)]
+        d = select_subject(detections, rgb.shape).subject
         return align_face(rgb, d.landmarks, self.card.template), d.landmarks, d.score
 
 
@@ -379,7 +361,7 @@ def build_crop_cache(
 
     Exactly what inference does to a photo (`FacePipeline.detect` with the same score/size filters and the
     close-up fix, then `align_face` onto the model's template), minus the embedding; of several faces the most
-    central of the large ones is kept (`choose_face`). Photos without a face go to failures.json.
+    central of the large ones is kept (`facerec.face.selection.select_subject`). Photos without a face go to failures.json.
 
     `model_folder` overrides the model (any folder with a model.json; its template is used), else
     facerec/weights/<model_id>. Identities are taken in sorted order (`limit_identities` keeps the first N, and
