@@ -180,3 +180,38 @@ def test_failed_transaction_leaves_nothing(sqlite_url):
     engine = create_engine(sqlite_url)
     with engine.connect() as conn:
         assert conn.execute(text("select count(*) from templates")).scalar() == 0
+
+
+def test_gallery_is_thread_safe(sqlite_url, tmp_path):
+    """Searches from several threads while another thread enrolls and removes: no error, and every answer
+    names only people who were enrolled at some point of the run (never a half-applied change)."""
+    import threading
+
+    rng = np.random.default_rng(5)
+    vectors = unit(rng, 40)
+    store = Store.open(sqlite_url)
+    gallery = Gallery(store, "m", DIM, tmp_path / "g.faiss")
+    gallery.add("P0", [template(vectors[0], "p0")])
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def searcher() -> None:
+        try:
+            while not stop.is_set():
+                for row in gallery.search(vectors[:8], 3):
+                    assert all(m.name.startswith("P") for m in row)
+        except BaseException as exc:  # noqa: BLE001 - reported to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=searcher) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(1, 20):
+        gallery.add(f"P{i}", [template(vectors[i], f"q{i}")])
+        if i % 3 == 0:
+            gallery.remove(f"P{i - 1}")
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert gallery.size == len(store.templates("m").ids) == 20 - len(range(3, 20, 3))

@@ -46,7 +46,7 @@ import numpy as np
 
 from facerec.errors import ModelError
 from facerec.decisions.thresholds import DecisionThreshold, model_default
-from facerec.models.base import WEIGHTS_ROOT, ModelCard
+from facerec.models.base import WEIGHTS_ROOT, ModelCard, read_card
 
 SCORERS = ("cosine", "learned", "chi2")
 VERIFIER_FILE = "verifier.json"
@@ -219,7 +219,7 @@ class LearnedScorer:
         """The verifier of embedding model `model_id` (folder `verifier_<model_id>`), or a verifier folder
         named directly. A verifier trained on another model's embeddings (or other weights) is refused."""
         folder = verifier_folder(model_id)
-        card = json.loads((folder / VERIFIER_FILE).read_text())
+        card = read_card(folder / VERIFIER_FILE, "verifier")
         embedding_model = card.get("embedding_model", "")
         if folder.name != model_id and embedding_model != model_id:
             raise ModelError(f"{folder.name} scores {embedding_model!r} embeddings, not {model_id!r}")

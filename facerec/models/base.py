@@ -6,6 +6,7 @@ the weights' licence. Metadata is declared there, never guessed from the weights
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from abc import ABC, abstractmethod
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from facerec.errors import ModelError
 
 WEIGHTS_ROOT = Path(__file__).resolve().parent.parent / "weights"
 
@@ -57,7 +60,8 @@ class ModelCard:
 
     @classmethod
     def load(cls, folder: Path) -> "ModelCard":
-        raw = json.loads((folder / "model.json").read_text())
+        raw = read_card(folder / "model.json", "embedding")
+        raw.pop("kind", None)
         tpl = raw.pop("template")
         template = AlignmentTemplate(
             width=int(tpl["width"]),
@@ -97,6 +101,7 @@ class EmbeddingModel(ABC):
     def ensure_loaded(self) -> None:
         with self._lock:
             if not self._loaded:
+                verify_weights(self.weights_path, self.card.weights_sha256, self.id)
                 self._load()
                 self._loaded = True
 
@@ -129,3 +134,43 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
+
+
+def verify_weights(path: Path, sha256: str, model_id: str) -> Path:
+    """The weights file, checked against the sha256 its card declares (every model kind loads through this)."""
+    try:
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ModelError(f"model {model_id!r}: cannot read weights {path} ({exc.strerror})") from None
+    if digest != sha256:
+        raise ModelError(f"model {model_id!r}: weights {path} have sha256 {digest[:16]}…, its card declares "
+                         f"{sha256[:16]}… (damaged or replaced file: reinstall facerec)")
+    return Path(path)
+
+
+# What every card declares, whatever the kind: what it is, which file, its sha256, licence and provenance.
+CARD_FIELDS = ("id", "version", "weights_licence", "provenance")
+CARD_KINDS = ("embedding", "detector", "liveness", "verifier")
+
+
+def read_card(path: Path, kind: str) -> dict[str, Any]:
+    """Read and check a model card (JSON) of any kind; a missing or malformed card is a `ModelError`.
+
+    Every kind shares one format: the fields of CARD_FIELDS, `kind` (embedding when absent, for the first
+    cards), and the weights as `weights_file` + `weights_sha256`, or `files` {name: sha256}; each kind adds
+    its own fields (an embedder its template and normalisation, a liveness model its crops and threshold).
+    """
+    try:
+        raw = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ModelError(f"model card {path}: cannot read it ({exc.strerror})") from None
+    except ValueError as exc:
+        raise ModelError(f"model card {path}: not valid JSON ({exc})") from None
+    declared = raw.get("kind", "embedding")
+    missing = [f for f in CARD_FIELDS if not raw.get(f)]
+    if not ("weights_sha256" in raw and "weights_file" in raw) and not raw.get("files"):
+        missing.append("weights_file + weights_sha256 (or files)")
+    if declared != kind or declared not in CARD_KINDS or missing:
+        problem = f"declares kind {declared!r}, expected {kind!r}" if declared != kind else f"lacks {', '.join(missing)}"
+        raise ModelError(f"model card {path}: {problem}")
+    return raw

@@ -30,7 +30,6 @@ needs numpy, OpenCV (resize, equalisation) and, for LBP, scikit-image.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
@@ -127,14 +126,9 @@ def weighted_histograms(cell_hists: np.ndarray, cell_weights: np.ndarray) -> np.
 
 # ---------------------------------------------------------------------------------------- models
 class _NpzModel(EmbeddingModel):
-    """A model whose weights are a small npz of plain arrays, sha256-checked against the card."""
+    """A model whose weights are a small npz of plain arrays (sha256-checked by `ensure_loaded`)."""
 
     def _read_weights(self) -> dict[str, np.ndarray]:
-        data = self.weights_path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != self.card.weights_sha256:
-            raise ValueError(f"{self.weights_path}: sha256 {digest} differs from model.json's "
-                             f"{self.card.weights_sha256}")
         with np.load(self.weights_path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
 

@@ -1,18 +1,26 @@
-"""facenet-pytorch's MTCNN with its bundled weights (MIT), loaded lazily."""
+"""facenet-pytorch's MTCNN with its bundled weights (MIT), loaded lazily; declared in weights/mtcnn/model.json."""
 
 from __future__ import annotations
 
+import importlib.util
 import threading
+from pathlib import Path
 
 import numpy as np
 
+from facerec.models.base import WEIGHTS_ROOT, read_card, verify_weights
 from facerec.models.runtime import configure_torch
 
-PROVENANCE = {
-    "id": "mtcnn",
-    "package": "facenet-pytorch==2.6.0 (pnet.pt, rnet.pt, onet.pt bundled in the wheel)",
-    "licence": "MIT (package); weights converted from the original MTCNN release (Zhang et al. 2016)",
-}
+CARD = WEIGHTS_ROOT / "mtcnn" / "model.json"
+
+
+def verify_package_weights() -> None:
+    """Check facenet-pytorch's bundled files against the sha256 our card declares (a replaced file fails)."""
+    card = read_card(CARD, "detector")
+    spec = importlib.util.find_spec("facenet_pytorch")
+    data = Path(spec.origin).parent / "data"
+    for name, sha256 in card["files"].items():
+        verify_weights(data / name, sha256, card["id"])
 
 
 class MTCNNDetector:
@@ -28,6 +36,7 @@ class MTCNNDetector:
         with self._lock:
             if self._net is None:
                 configure_torch()
+                verify_package_weights()
                 import torch
                 from facenet_pytorch import MTCNN
 

@@ -39,7 +39,7 @@ from facerec.decisions.scorers import chi_square_terms
 from facerec.models.base import l2_normalise
 from facerec.models.classical import (EigenfacesEmbedder, FisherfacesEmbedder, LBPEmbedder, grey_faces,
                                       lbp_bins, lbp_cell_histograms, pixel_vectors, weighted_histograms)
-from facerec.train.artefacts import (CELEBA_TERMS, DEFAULT_CACHE, REPO, WEIGHTS_ROOT, cache_description, cache_split,
+from facerec.train.artefacts import (CELEBA_TERMS, DEFAULT_CACHE, REPO, cache_description, cache_split,
                                      score_report, validation_pairs, write_json, write_licence)
 from facerec.io import sha256_file
 from facerec.npzfile import write_npz
@@ -146,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m facerec.train.classical", description=__doc__.split("\n")[0])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--out-root", type=Path, default=WEIGHTS_ROOT, help="model folders go here (<method>/)")
+    parser.add_argument("--out-root", type=Path, required=True,
+                        help="model folders go here (<method>/; in a checkout, facerec/weights ships them)")
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--far", type=float, default=1e-3)

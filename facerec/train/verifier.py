@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from facerec.decisions.scorers import PAIR_FEATURES, classifier_logit, pair_features, sigmoid
-from facerec.train.artefacts import (CELEBA_TERMS, DEFAULT_CACHE, REPO, WEIGHTS_ROOT, cache_description, cache_split,
+from facerec.train.artefacts import (CELEBA_TERMS, DEFAULT_CACHE, REPO, cache_description, cache_split,
                                      score_report, validation_pairs, write_json, write_licence)
 from facerec.npzfile import write_npz
 from facerec.train.data import verification_pairs
@@ -167,7 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-impostors", type=int, default=50_000)
     parser.add_argument("--far", type=float, default=1e-3, help="FAR of the default threshold (validation pairs)")
     parser.add_argument("--no-platt", action="store_true", help="store the classifier's raw logit (no Platt scaling)")
-    parser.add_argument("--out", type=Path, default=None, help="default facerec/weights/verifier_<model>")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="model folder to write (in a checkout, facerec/weights/verifier_<model> ships it; "
+                             "training never writes into an installed package by default)")
     args = parser.parse_args(argv)
 
     import torch
@@ -177,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start = time.perf_counter()
     features = tuple(f.strip() for f in args.features.split(",") if f.strip())
-    out = args.out or WEIGHTS_ROOT / f"verifier_{args.model}"
+    out = args.out
     card = model_card(args.model)
     embeddings, labels, meta = cache_embeddings(args.cache, args.model)
     if meta.get("template") and [list(p) for p in card.template.points] != meta["template"]["points"]:
