@@ -18,12 +18,15 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facerec.errors import SearchIndexError
-from facerec.index import IndexMeta, SearchIndex
 from facerec.store import AuditEntry, ChangeSet, GalleryState, NewTemplate, Store, TemplateRows
+
+if TYPE_CHECKING:  # faiss is imported on the first search, not for a `verify` or a `list`
+    from facerec.index import IndexMeta, SearchIndex
 
 log = logging.getLogger("facerec")
 
@@ -51,7 +54,7 @@ class Gallery:
         self.index_path = Path(index_path)
         self.index_kind = index_kind
         self._lock = threading.RLock()
-        self._index: SearchIndex | None = None
+        self._index: "SearchIndex | None" = None
         self._state: GalleryState | None = None
         self._owner: dict[int, str] = {}
 
@@ -139,12 +142,16 @@ class Gallery:
             return self._index.ntotal
 
     # --- internals -------------------------------------------------------------------------------
-    def _expected_meta(self, state: GalleryState, count: int, built_kind: str) -> IndexMeta:
+    def _expected_meta(self, state: GalleryState, count: int, built_kind: str) -> "IndexMeta":
+        from facerec.index import IndexMeta
+
         return IndexMeta(self.model_id, self.dim, self.index_kind, state.generation, count, built_kind,
                          self.store.database_id(), state.token)
 
     def _open(self, state: GalleryState) -> None:
         """Load the index file if it was built from this database at this state; else rebuild it."""
+        from facerec.index import SearchIndex
+
         self._remove_stale_temporaries()
         problem = "missing"
         if self.index_path.exists():
@@ -167,6 +174,8 @@ class Gallery:
         self._rebuild(state)
 
     def _rebuild(self, state: GalleryState) -> None:
+        from facerec.index import SearchIndex
+
         rows = self.store.templates(self.model_id)
         state_after = self.store.state()
         if state_after != state:  # a write landed meanwhile: read again, so rows and state agree
@@ -174,7 +183,7 @@ class Gallery:
         self._install(SearchIndex.build(rows.ids, rows.embeddings, self.dim, self.index_kind), state, rows)
         self._save()
 
-    def _install(self, index: SearchIndex, state: GalleryState, rows: TemplateRows) -> None:
+    def _install(self, index: "SearchIndex", state: GalleryState, rows: TemplateRows) -> None:
         self._index = index
         self._state = state
         self._owner = dict(zip(rows.ids.tolist(), rows.person_names))
