@@ -78,3 +78,26 @@ def test_stored_calibration_decides_verify(tmp_path, lfw, small_gallery):
                                                    None, 0.9999, "far=1e-9", {})
     strict = run_cli("--db", db, "verify", "Tony Blair", probe, "--json")
     assert strict.returncode == 1 and json.loads(strict.stdout)["threshold"] == pytest.approx(0.9999)
+
+
+def test_duplicate_threshold_grows_with_the_gallery(sqlite_url):
+    """Enrollment's duplicate check: per-comparison FAR <= 1 % / N from the card's table, the strictest point
+    beyond it, an identification calibration when one is in force; never looser than the 1:1 threshold."""
+    from facerec.decisions.thresholds import DUPLICATE_REFUSAL_RATE, IDENTIFICATION, duplicate_threshold
+    from facerec.models.registry import model_card
+    from facerec.store import Store
+
+    card = model_card("mobilefacenet")
+    table = {float(k): v for k, v in card.extra["thresholds_at_far"].items()}
+    store = Store.open(sqlite_url)
+    small = duplicate_threshold(store, card, 97, "cosine")
+    large = duplicate_threshold(store, card, 971, "cosine")
+    huge = duplicate_threshold(store, card, 10**6, "cosine")
+    assert small.target_far <= DUPLICATE_REFUSAL_RATE / 97 and small.threshold == table[1e-4]
+    assert large.target_far <= DUPLICATE_REFUSAL_RATE / 971 and large.threshold == table[1e-5]
+    assert huge.threshold == max(table.values()) and "strictest" in huge.source
+    assert card.default_threshold <= small.threshold < large.threshold < huge.threshold
+    assert "971 people" in large.source
+    store.save_calibration(card.id, IDENTIFICATION, "cosine", "strangers", 0, 500, None, 0.61, "fpir=0.01", {})
+    calibrated = duplicate_threshold(store, card, 971, "cosine")
+    assert calibrated.threshold == 0.61 and "identification calibration" in calibrated.source
