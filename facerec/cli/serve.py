@@ -7,6 +7,7 @@ each uvicorn worker process builds its own engine and index from them.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from datetime import timedelta
 from typing import Annotated, Optional
@@ -131,3 +132,14 @@ def _show(main, as_json: bool, data: dict, text: str) -> None:
         main._print_json(data)
     else:
         main.out.print(text, markup=False, soft_wrap=True)
+
+
+@serve_app.command("openapi")
+def openapi() -> None:
+    """Print the service's OpenAPI schema (the committed openapi.json is this output)."""
+    main = _main()
+    with main._command(False):
+        from facerec.service.app import create_app
+
+        schema = create_app(main._engine()).openapi()
+    print(json.dumps(schema, indent=2, sort_keys=True))

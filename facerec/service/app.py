@@ -165,7 +165,24 @@ def create_app(engine: FaceRec, options: ServiceOptions | None = None) -> FastAP
     app.include_router(native.router)
     app.include_router(compreface.router)
     app.include_router(deepstack.router)
+    app.openapi = partial(_openapi_with_keys, app)
     return app
+
+
+def _openapi_with_keys(app: FastAPI) -> dict:
+    """FastAPI's schema, plus the API key every route but /health and /ready needs."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}
+        for path, operations in schema["paths"].items():
+            if path not in ("/health", "/ready"):
+                for operation in operations.values():
+                    operation["security"] = [{"apiKey": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def worker_index_path(path: Path) -> Path:

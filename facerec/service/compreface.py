@@ -5,6 +5,7 @@ their similarity and leaves the decision to the client; here `subjects` lists on
 threshold in force (a client that takes `subjects[0]` never gets a forced nearest match), and each result
 also carries facerec's full answer under `facerec` (decision, score, threshold and source, margin,
 candidates, model). `similarity` is facerec's score (cosine for the default model), not CompreFace's.
+An image without a face is an error (`no_face`, 422), as in CompreFace (which answers 400).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 
 from facerec.api import FaceInfo
-from facerec.errors import UsageError
+from facerec.errors import NoFaceError, UsageError
 from facerec.service.app import face_answer, service
 from facerec.service.inputs import openapi_body, read_payload
 from facerec.service.native import enrollable
@@ -84,6 +85,8 @@ async def recognize(request: Request) -> dict:
     limit = int(payload.number("limit", 0, int, 0))
     _, image = payload.image("file")
     result = await svc.run(engine.identify, image, top_k=count)
+    if not result.faces:
+        raise NoFaceError("No face is found in the given image")  # CompreFace answers an error too
     model, faces = engine.model_info(), result.faces[:limit] if limit else result.faces
     return {"result": [{
         "box": box(f.face),
@@ -128,6 +131,8 @@ async def detect(request: Request) -> dict:
     payload = await read_payload(request, ("file",), svc.options.max_images)
     _, image = payload.image("file")
     faces = await svc.run(engine.detect, image)
+    if not faces:
+        raise NoFaceError("No face is found in the given image")
     return {"result": [{"box": box(f), "landmarks": f.landmarks} for f in faces]}
 
 
