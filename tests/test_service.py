@@ -202,6 +202,12 @@ def test_verify_compare_detect_calibration(servers, keys, lfw):
     r = call(a, "POST", "/v1/detect", key, files={"image": photo(lfw, "George_W_Bush", 1)})
     assert len(r.json()["faces"]) >= 1 and len(r.json()["faces"][0]["landmarks"]) == 5
 
+    # liveness when asked: the presentation-attack detector's verdict on every face (a spoof would be unknown)
+    r = call(a, "POST", "/v1/identify", key, files={"image": photo(lfw, "Colin_Powell", 4)}, data={"liveness": "true"})
+    face = r.json()["faces"][0]
+    assert {"is_live", "score", "threshold"} <= set(face["liveness"])
+    assert face["decision"] == ("match" if face["liveness"]["is_live"] else "unknown")
+
     cal = call(a, "GET", "/v1/calibration", key).json()
     assert cal["verification"]["threshold"] > 0 and cal["verification"]["source"]
     assert cal["calibrated"] == {"verification": False, "identification": False}

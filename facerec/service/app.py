@@ -61,8 +61,13 @@ class Service:
         self.startup_seconds = time.monotonic() - self.created
 
     async def run(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
-        """Engine work off the event loop, at most `concurrency` images at once in this worker."""
+        """Image work off the event loop, at most `concurrency` images at once in this worker."""
         return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self.capacity)
+
+    @staticmethod
+    async def query(fn: Callable, *args: Any) -> Any:
+        """Database-only work (lists, renames, audit) off the event loop, not queued behind images."""
+        return await anyio.to_thread.run_sync(partial(fn, *args))
 
     async def authorize(self, request: Request, scope: str, token: str | None = None) -> FaceRec:
         """The engine acting for the request's API key (audit events name the key), after the checks of key,

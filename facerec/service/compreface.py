@@ -50,7 +50,7 @@ async def list_faces(request: Request, page: int = Query(0, ge=0), size: int = Q
                      subject: str | None = None) -> dict:
     svc = service(request)
     engine = await svc.authorize(request, "recognize")
-    faces = await svc.run(engine.enrolled_faces, subject or None)
+    faces = await svc.query(engine.enrolled_faces, subject or None)
     shown = faces[page * size:(page + 1) * size]
     return {"faces": [{"image_id": str(i), "subject": name} for i, name in shown], "page_number": page,
             "page_size": size, "total_pages": math.ceil(len(faces) / size), "total_elements": len(faces)}
@@ -62,7 +62,7 @@ async def delete_faces(request: Request, subject: str | None = None) -> dict:
     engine = await svc.authorize(request, "admin")
     if not subject:
         raise UsageError("give ?subject=NAME (deleting every subject at once is not offered)")
-    result = await svc.run(engine.remove, subject)
+    result = await svc.query(engine.remove, subject)
     return {"deleted": result.removed_templates}
 
 
@@ -70,7 +70,7 @@ async def delete_faces(request: Request, subject: str | None = None) -> dict:
 async def delete_face(request: Request, image_id: int) -> dict:
     svc = service(request)
     engine = await svc.authorize(request, "admin")
-    owner = await svc.run(engine.remove_face, image_id)
+    owner = await svc.query(engine.remove_face, image_id)
     return {"image_id": str(image_id), "subject": owner}
 
 
@@ -101,7 +101,7 @@ async def recognize(request: Request) -> dict:
 async def subjects(request: Request) -> dict:
     svc = service(request)
     engine = await svc.authorize(request, "recognize")
-    return {"subjects": [p.name for p in await svc.run(engine.people)]}
+    return {"subjects": [p.name for p in await svc.query(engine.people)]}
 
 
 class SubjectName(BaseModel):
@@ -112,7 +112,7 @@ class SubjectName(BaseModel):
 async def rename_subject(request: Request, subject: str, body: SubjectName) -> dict:
     svc = service(request)
     engine = await svc.authorize(request, "admin")
-    await svc.run(engine.rename, subject, enrollable(body.subject))
+    await svc.query(engine.rename, subject, enrollable(body.subject))
     return {"updated": True}
 
 
@@ -120,7 +120,7 @@ async def rename_subject(request: Request, subject: str, body: SubjectName) -> d
 async def delete_subject(request: Request, subject: str) -> dict:
     svc = service(request)
     engine = await svc.authorize(request, "admin")
-    result = await svc.run(engine.remove, subject)
+    result = await svc.query(engine.remove, subject)
     return {"subject": result.name}
 
 

@@ -69,13 +69,13 @@ async def recognize(request: Request) -> dict:
 @router.post("/face/list", summary="Registered userids", openapi_extra=openapi_body({}, KEY))
 async def list_faces(request: Request) -> dict:
     svc, engine, _ = await _call(request, "recognize")
-    return {"success": True, "faces": [p.name for p in await svc.run(engine.people)]}
+    return {"success": True, "faces": [p.name for p in await svc.query(engine.people)]}
 
 
 @router.post("/face/delete", summary="Delete a userid", openapi_extra=openapi_body({}, {"userid": {"type": "string"}} | KEY))
 async def delete(request: Request) -> dict:
     svc, engine, payload = await _call(request, "admin")
-    await svc.run(engine.remove, payload.text("userid") or "")
+    await svc.query(engine.remove, payload.text("userid") or "")
     return {"success": True}
 
 

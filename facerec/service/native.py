@@ -118,7 +118,7 @@ async def enroll(request: Request, name: str) -> dict:
 async def subjects(request: Request) -> dict:
     svc = service(request)
     engine = await svc.authorize(request, "recognize")
-    people = await svc.run(engine.people)
+    people = await svc.query(engine.people)
     return {"subjects": [{"name": p.name, "templates": p.templates, "created_at": p.created_at} for p in people]}
 
 
@@ -130,7 +130,7 @@ class Rename(BaseModel):
 async def rename(request: Request, name: str, body: Rename) -> dict:
     svc = service(request)
     engine = await svc.authorize(request, "admin")
-    templates = await svc.run(engine.rename, name, enrollable(body.name))
+    templates = await svc.query(engine.rename, name, enrollable(body.name))
     return {"name": body.name.strip(), "previous": name, "templates": templates}
 
 
@@ -138,7 +138,7 @@ async def rename(request: Request, name: str, body: Rename) -> dict:
 async def delete(request: Request, name: str) -> dict:
     svc = service(request)
     engine = await svc.authorize(request, "admin")
-    result = await svc.run(engine.remove, name)
+    result = await svc.query(engine.remove, name)
     return result.to_dict()
 
 
@@ -146,7 +146,7 @@ async def delete(request: Request, name: str) -> dict:
 async def calibration(request: Request) -> dict:
     svc = service(request)
     engine = await svc.authorize(request, "recognize")
-    return await svc.run(engine.calibration_status)
+    return await svc.query(engine.calibration_status)
 
 
 @router.get("/v1/audit", tags=["admin"], summary="Audit events, newest first")
@@ -154,5 +154,5 @@ async def audit(request: Request, limit: int = Query(100, ge=1, le=1000), action
                 person: str | None = None, before_id: int | None = None) -> dict:
     svc = service(request)
     engine = await svc.authorize(request, "admin")
-    events = await svc.run(engine.audit_query, limit, action, person, before_id)
+    events = await svc.query(engine.audit_query, limit, action, person, before_id)
     return {"events": events}
