@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -47,3 +50,18 @@ def test_unknown_key_id_is_a_usage_error(tmp_path):
 
     with FaceRec(Settings.resolve(db=str(tmp_path / "k.db"))) as fr, pytest.raises(UsageError, match="no API key"):
         fr.keys.revoke("000000000000")
+
+
+def test_orphan_worker_indexes_are_removed(tmp_path):
+    """A worker killed without shutdown leaves its index (embeddings) behind: the next start removes it."""
+    pytest.importorskip("fastapi")
+    from facerec.service.app import remove_orphan_indexes
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    index = tmp_path / "gallery.faiss"
+    files = [index, tmp_path / f"gallery.worker-{dead.pid}.faiss", tmp_path / f"gallery.worker-{os.getpid()}.faiss"]
+    for f in files:
+        f.write_bytes(b"x")
+    remove_orphan_indexes(index)
+    assert [f.exists() for f in files] == [True, False, True]

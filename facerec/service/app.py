@@ -195,9 +195,29 @@ def worker_index_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.worker-{os.getpid()}{path.suffix}")
 
 
+def remove_orphan_indexes(path: Path) -> None:
+    """Index files of workers that died without shutting down hold embeddings (perhaps of people removed
+    since): delete those whose process is gone."""
+    for orphan in path.parent.glob(f"{path.stem}.worker-*{path.suffix}"):
+        pid = orphan.name[len(path.stem) + len(".worker-"):-len(path.suffix) or None]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            orphan.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def app_from_env() -> FastAPI:
     """The app factory uvicorn's worker processes call: settings from FACEREC_*, options from `facerec serve`."""
     settings = Settings.resolve()
+    remove_orphan_indexes(settings.index_path)
     index = worker_index_path(settings.index_path)
     app = create_app(FaceRec(settings.with_(index_path=index)), ServiceOptions.from_env())
     app.state.service.own_index = index
