@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 serve_app = typer.Typer(
-    help="Run the HTTP service (FastAPI + uvicorn; `pip install facerec[service]`), manage its API keys.",
+    help="Run the HTTP service (FastAPI + uvicorn, from the `service` extra), manage its API keys.",
     invoke_without_command=True,
 )
 keys_app = typer.Typer(help="API keys of the HTTP service: stored hashed in the database, shown once.")
