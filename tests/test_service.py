@@ -109,10 +109,11 @@ def keys(pg_module_url):
 
 @pytest.fixture(scope="module")
 def servers(pg_module_url, keys, tmp_path_factory):
-    """Two server processes on one database: A (body limit 2 MB) and B (rate limit 2/s, burst 5)."""
+    """Two server processes on one database: A (body limit 2 MB) and B (rate limit 2/s, burst 5; 3 refused
+    keys per client address)."""
     home = tmp_path_factory.mktemp("serve")
     a = Server(pg_module_url, home, "--gallery", "office", "--max-body-mb", "2")
-    b = Server(pg_module_url, home, "--gallery", "office", "--rate", "2", "--burst", "5")
+    b = Server(pg_module_url, home, "--gallery", "office", "--rate", "2", "--burst", "5", "--auth-failures", "3")
     try:
         a.wait_ready()
         b.wait_ready()
@@ -384,6 +385,15 @@ def test_bad_inputs(servers, keys, lfw):
     r = call(a, "DELETE", "/v1/subjects/{name}", key, "/v1/subjects/Never Enrolled")
     assert (r.status_code, r.json()["error"]) == (404, "unknown_person")
     assert call(a, "GET", "/no/such/route").json()["error"] == "not_found"
+
+
+def test_guessing_keys_blocks_the_address(servers, keys):
+    """Runs after every other use of server B: keys guessed from one address (unknown ids cannot be locked)."""
+    _, b = servers
+    guesses = [call(b, "GET", "/v1/subjects", f"frk_{uuid.uuid4().hex[:12]}_{'g' * 43}").status_code for _ in range(5)]
+    assert guesses[0] == 401 and guesses[-1] == 429 and set(guesses) == {401, 429}  # after at most 3 refusals
+    r = call(b, "GET", "/v1/subjects", keys["admin"])  # even a right key, from that address, for a while
+    assert (r.status_code, r.json()["error"]) == (429, "rate_limited")
 
 
 def test_every_route_called_and_openapi_committed(servers):

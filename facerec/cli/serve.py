@@ -38,6 +38,7 @@ def serve(
     rate: Annotated[float, typer.Option(min=0.01, help="Requests per second per API key and worker.")] = 20.0,
     burst: Annotated[int, typer.Option(min=1, help="Requests at once per API key and worker.")] = 40,
     concurrency: Annotated[int, typer.Option(min=1, help="Images analysed at once per worker.")] = 2,
+    auth_failures: Annotated[int, typer.Option(min=1, help="Refused API keys per client address (and worker) before that address is refused for a while (10 a minute come back).")] = 30,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Serve the gallery over HTTP: native /v1 routes, CompreFace and DeepStack-shaped routes, /docs."""
@@ -58,7 +59,8 @@ def serve(
             main.err.print("warning: no API keys yet: every request will be refused until one is created with "
                            "`facerec serve keys create`", markup=False)
         options = ServiceOptions(gallery=gallery, max_body_bytes=int(max_body_mb * 1024 * 1024),
-                                 rate_per_second=rate, burst=burst, concurrency=concurrency)
+                                 rate_per_second=rate, burst=burst, concurrency=concurrency,
+                                 failed_auth_burst=auth_failures)
         os.environ.update(options.to_env())
         os.environ.update({"FACEREC_DB": settings.db_url, "FACEREC_INDEX": str(settings.index_path),
                            "FACEREC_MODEL": settings.model_id, "FACEREC_INDEX_KIND": settings.index_kind,

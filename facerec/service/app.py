@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from facerec.api import FaceRec, IdentifiedFace, KeyInfo, KeyRing, Settings
-from facerec.errors import FacerecError, http_status_map
+from facerec.errors import AuthError, FacerecError, RateLimitError, http_status_map
 from facerec.service.config import ServiceOptions
 from facerec.service.security import BodyLimit, RateLimiter
 
@@ -46,8 +46,11 @@ class Service:
     limiter: RateLimiter | None = None
     own_index: Path | None = None  # this worker's index file, removed at shutdown
 
+    failures: RateLimiter | None = None
+
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(self.options.rate_per_second, self.options.burst)
+        self.failures = RateLimiter(self.options.failed_auth_per_minute / 60.0, self.options.failed_auth_burst)
 
     def warm(self) -> None:
         """Load the models and the gallery before the first request (lazy parts are not built twice by
@@ -73,10 +76,16 @@ class Service:
         """The engine acting for the request's API key (audit events name the key), after the checks of key,
         scope, gallery and rate. The key comes from `x-api-key`, `Authorization: Bearer`, or `token`."""
         token = request.headers.get("x-api-key") or _bearer(request) or token
-        key: KeyInfo = await anyio.to_thread.run_sync(self.engine.keys.authenticate, token)
+        client = request.client.host if request.client else "unknown"
+        if self.failures.exhausted(client):  # guessing keys (which cannot lock ids that do not exist)
+            raise RateLimitError(f"too many refused API keys from {client}: try again later")
+        try:
+            key: KeyInfo = await anyio.to_thread.run_sync(self.engine.keys.authenticate, token)
+        except AuthError:
+            self.failures.take(client)
+            raise
         KeyRing.require(key, scope, self.options.gallery)
         self.limiter.take(key.id)
-        client = request.client.host if request.client else None
         return self.engine.acting_as({"api_key": key.id, "client": client})
 
 

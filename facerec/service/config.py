@@ -20,6 +20,8 @@ class ServiceOptions:
     max_body_bytes: int = 10 * 1024 * 1024  # larger requests: 413 before anything is decoded
     rate_per_second: float = 20.0  # per API key and worker process (token bucket)
     burst: int = 40
+    failed_auth_burst: int = 30  # refused keys per client address before it is refused outright (per worker)
+    failed_auth_per_minute: float = 10.0  # how fast that allowance comes back
     concurrency: int = 2  # images analysed at once per worker (memory and CPU bound)
     max_top_k: int = 20
     max_images: int = 10  # photos per enrollment request

@@ -20,6 +20,13 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
+    def exhausted(self, key_id: str) -> bool:
+        """Whether `key_id` has no request left now (without using one)."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, then = self._buckets.get(key_id, (float(self.burst), now))
+            return min(float(self.burst), tokens + (now - then) * self.rate) < 1.0
+
     def take(self, key_id: str) -> None:
         now = time.monotonic()
         with self._lock:
