@@ -43,10 +43,9 @@ class Service:
     created: float = field(default_factory=time.monotonic)
     startup_seconds: float | None = None
     capacity: anyio.CapacityLimiter | None = None
-    limiter: RateLimiter | None = None
+    limiter: RateLimiter | None = None  # requests per API key
+    failures: RateLimiter | None = None  # refused keys per client address
     own_index: Path | None = None  # this worker's index file, removed at shutdown
-
-    failures: RateLimiter | None = None
 
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(self.options.rate_per_second, self.options.burst)
