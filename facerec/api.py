@@ -15,7 +15,9 @@ raises a `FacerecError` subclass (exit code and HTTP status attached).
 
 from __future__ import annotations
 
+import copy
 import getpass
+import hashlib
 import logging
 import os
 import socket
@@ -46,6 +48,8 @@ from facerec.models.liveness import LivenessDecision, LivenessModel, get_livenes
 from facerec.models.registry import available_models, get_model, model_card
 from facerec.names import validate_name
 from facerec.store import AuditEntry, NewTemplate, PersonSummary, Store
+from facerec.store.keys import KeyInfo, KeyRing
+from facerec.store.people import audit_query, remove_template, rename_person, template_ids_by_source
 from facerec.store.repository import redact
 
 log = logging.getLogger("facerec")
@@ -325,24 +329,28 @@ class FaceRec:
     def _prepare(self, batch: "_EnrollBatch", path: Path, force: bool, allow_duplicate: bool,
                  choose_subject: bool) -> None:
         """Detect, quality-check and duplicate-check one photo; add its template to the batch."""
-        digest = sha256_file(path)
+        self._prepare_image(batch, str(path), sha256_file(path), path, force, allow_duplicate, choose_subject)
+
+    def _prepare_image(self, batch: "_EnrollBatch", label: str, digest: str, image: ImageInput, force: bool,
+                       allow_duplicate: bool, choose_subject: bool) -> None:
+        """`_prepare` for any image input (a file, an upload's bytes), named `label` in errors and the store."""
         if digest in batch.known or digest in batch.seen:
             batch.skipped += 1
             return
-        face = self.pipeline.single_face(path, choose_subject=choose_subject)
+        face = self.pipeline.single_face(image, choose_subject=choose_subject, label=label)
         if not face.quality.passed and not force:
             raise QualityError(
-                f"{path}: refused for enrollment: {'; '.join(face.quality.problems)} (--force overrides)"
+                f"{label}: refused for enrollment: {'; '.join(face.quality.problems)} (--force overrides)"
             )
         if not allow_duplicate:
-            self._refuse_duplicate(batch.name, path, face)
+            self._refuse_duplicate(batch.name, label, face)
         batch.seen.add(digest)
         batch.templates.append(NewTemplate(
             embedding=face.embedding, model_id=self.card.id, model_version=self.card.version,
-            source_sha256=digest, source_name=str(path), detection_score=face.detection.score,
+            source_sha256=digest, source_name=label, detection_score=face.detection.score,
             quality=face.quality.to_dict(), forced=not face.quality.passed,
         ))
-        batch.faces.append(EnrolledPhoto(str(path), FaceInfo.of(face)))
+        batch.faces.append(EnrolledPhoto(label, FaceInfo.of(face)))
 
     def _commit(self, batch: "_EnrollBatch", paths: Sequence[Path]) -> EnrollResult:
         outcome = "enrolled" if batch.templates else ("failed" if batch.errors else "unchanged")
@@ -356,7 +364,7 @@ class FaceRec:
         skipped = batch.skipped + len(batch.templates) - added
         return EnrollResult(batch.name, added, skipped, batch.faces, batch.errors)
 
-    def _refuse_duplicate(self, name: str, path: Path, face: Face) -> None:
+    def _refuse_duplicate(self, name: str, path: Path | str, face: Face) -> None:
         """Refuse a face that already matches someone else, at a threshold made for comparing one face with
         the whole gallery (a 1:1 threshold would refuse ever more new people as the gallery grows)."""
         point = duplicate_threshold(self.store, self.card, self.gallery.person_count(), self.scorer.name)
@@ -538,6 +546,152 @@ class FaceRec:
                           model_id=self.card.id, details={**(details or {}), "actor": self.actor})
 
 
+    # --- verbs of the HTTP service (facerec.service) ------------------------------------------------
+    @property
+    def keys(self) -> KeyRing:
+        """The API keys kept in this engine's database."""
+        return KeyRing(self.store)
+
+    def model_info(self) -> dict:
+        """Which model decides: reported with every face answer."""
+        return {"id": self.card.id, "version": self.card.version}
+
+    def detect(self, image: ImageInput) -> list[FaceInfo]:
+        """Every face in an image (largest first), with box, landmarks and quality; no gallery involved."""
+        return [FaceInfo.of(f) for f in self.pipeline.analyse(image).faces]
+
+    def enroll_uploads(self, name: str, uploads: Sequence[tuple[str, bytes]], force: bool = False,
+                       allow_duplicate: bool = False, choose_subject: bool = False) -> UploadEnrollResult:
+        """`enroll` for uploaded photos (label, encoded bytes): every photo is checked before anything is
+        written; a photo already enrolled for this person (same SHA-256) is skipped."""
+        name = validate_name(name)
+        if not uploads:
+            raise InputPathError("no image given")
+        batch = _EnrollBatch(name, self.store.known_sources(name, self.card.id))
+        digests = [hashlib.sha256(data).hexdigest() for _, data in uploads]
+        for (label, data), digest in zip(uploads, digests):
+            self._prepare_image(batch, label, digest, bytes(data), force, allow_duplicate, choose_subject)
+        result = self._commit(batch, [label for label, _ in uploads])
+        ids = template_ids_by_source(self.store, name, self.card.id, digests)
+        return UploadEnrollResult(**vars(result), template_ids=[ids.get(d) for d in digests])
+
+    def verify_subject(self, name: str, image: ImageInput, top_k: int = 3, liveness: bool = False,
+                       choose_subject: bool = False) -> SubjectVerification:
+        """`verify`, answered like an identification: the claimed person's score against the 1:1 threshold,
+        and the gallery's best other people (the margin says how far ahead of them the claim is)."""
+        name = validate_name(name)
+        gallery = self.store.templates(self.card.id, name=name)
+        if len(gallery.ids) == 0:
+            raise UnknownPersonError(f"unknown person {name!r}")
+        analysed = self.pipeline.analyse(image)
+        face = analysed.subject(_label(image), choose_subject)
+        score = float(np.max(self.scorer.score(gallery.embeddings, face.embedding[None])))
+        point = self.operating_point()
+        live = self.liveness.decide(analysed.rgb, face.detection) if liveness else None
+        others = [c for c in self._candidates([face.embedding], max(top_k, 2) + 1)[0] if c.name != name]
+        match = score >= point.threshold and (live is None or live.is_live)
+        reason = "" if match else ("spoof" if live is not None and not live.is_live else "below_threshold")
+        if self.audit_policy is AuditPolicy.EVERY_DECISION:
+            self.store.audit(self._entry("verify", "match" if match else reason, person_name=name, score=score,
+                                         threshold=point.threshold,
+                                         details={"image": _label(image),
+                                                  "liveness": live.to_dict() if live else None}))
+        runner_up = others[0].score if others else -1.0
+        return SubjectVerification(name, match, score, point.threshold, point.source, FaceInfo.of(face), live,
+                                   reason, margin=score - runner_up, others=others[:top_k])
+
+    def compare(self, image_a: ImageInput, image_b: ImageInput, liveness: bool = False) -> Comparison:
+        """1:1 between two photos (no gallery): the subject of each, scored against the 1:1 threshold."""
+        analysed = self.analyse([image_a, image_b])
+        faces = [a.subject(label, False) for a, label in zip(analysed, ("image_a", "image_b"))]
+        score = float(self.scorer.score(faces[0].embedding[None], faces[1].embedding[None])[0])
+        point = self.operating_point()
+        live = self.liveness.decide(analysed[1].rgb, faces[1].detection) if liveness else None
+        match = score >= point.threshold and (live is None or live.is_live)
+        reason = "" if match else ("spoof" if live is not None and not live.is_live else "below_threshold")
+        if self.audit_policy is AuditPolicy.EVERY_DECISION:
+            self.store.audit(self._entry("compare", "match" if match else reason, score=score,
+                                         threshold=point.threshold))
+        return Comparison(match, score, point.threshold, point.source, FaceInfo.of(faces[0]), FaceInfo.of(faces[1]),
+                          live, reason)
+
+    def rename(self, old: str, new: str) -> int:
+        """Rename an enrolled person (templates kept; every process sees the new name at its next search)."""
+        old, new = validate_name(old), validate_name(new)
+        count = rename_person(self.store, old, new, audit=self._entry("rename", "renamed", person_name=new))
+        self.gallery.sync()
+        return count
+
+    def enrolled_faces(self, name: str | None = None) -> list[tuple[int, str]]:
+        """(template id, person) of every enrolled photo, or one person's."""
+        rows = self.store.templates(self.card.id, name=validate_name(name) if name else None, with_embeddings=False)
+        return list(zip(rows.ids.tolist(), rows.person_names))
+
+    def remove_face(self, template_id: int) -> str:
+        """Delete one enrolled photo's template (its person goes too when it was their last); returns the owner."""
+        owner = remove_template(self.store, template_id, self.card.id, audit=self._entry("remove_face", "removed"))
+        self.gallery.sync()
+        return owner
+
+    def calibration_status(self) -> dict:
+        """The thresholds in force for 1:1 and 1:K decisions, and where each comes from."""
+        return {"model": self.model_info(), "scorer": self.scorer.name,
+                "verification": self.operating_point(VERIFICATION).to_dict(),
+                "identification": self.operating_point(IDENTIFICATION).to_dict(),
+                "calibrated": {kind: self.store.active_calibration(self.card.id, kind, self.scorer.name) is not None
+                               for kind in (VERIFICATION, IDENTIFICATION)}}
+
+    def acting_as(self, actor: dict) -> "FaceRec":
+        """This engine (the same parts, built once) with audit events naming another actor, e.g. the API key
+        of an HTTP request; cheap enough for every request."""
+        twin = copy.copy(self)
+        twin.actor = {**self.actor, **actor}
+        return twin
+
+    def audit_query(self, limit: int = 100, action: str | None = None, person: str | None = None,
+                    before_id: int | None = None) -> list[dict]:
+        return audit_query(self.store, limit, action, person, before_id)
+
+
+@dataclass(frozen=True)
+class UploadEnrollResult(EnrollResult):
+    template_ids: list[int | None] = field(default_factory=list)  # one per upload (None: refused or skipped)
+
+    def to_dict(self) -> dict:
+        return super().to_dict() | {"template_ids": list(self.template_ids)}
+
+
+@dataclass(frozen=True)
+class SubjectVerification(VerifyResult):
+    margin: float = 0.0  # score minus the best other enrolled person's (minus -1 when nobody else)
+    others: list[Candidate] = field(default_factory=list)
+
+    @property
+    def decision(self) -> str:
+        return "match" if self.match else "unknown"
+
+    def to_dict(self) -> dict:
+        return super().to_dict() | {"decision": self.decision, "margin": self.margin,
+                                    "candidates": [asdict(c) for c in self.others]}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    match: bool
+    score: float
+    threshold: float
+    threshold_source: str
+    face_a: FaceInfo
+    face_b: FaceInfo
+    liveness: LivenessDecision | None = None  # of image_b, the live capture
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return {"decision": "match" if self.match else "unknown", "match": self.match, "score": self.score,
+                "threshold": self.threshold, "threshold_source": self.threshold_source,
+                "face_a": self.face_a.to_dict(), "face_b": self.face_b.to_dict(),
+                "liveness": self.liveness.to_dict() if self.liveness else None, "reason": self.reason}
+
 # --- module-level verbs that need no gallery -----------------------------------------------------
 def models() -> list[ModelCard]:
     """The shipped embedding models' cards (input, accuracy, licences)."""
@@ -629,7 +783,7 @@ class _EnrollBatch:
 
 
 __all__ = [
-    "AuditPolicy", "Candidate", "CalibrationResult", "EnrollResult", "FaceInfo", "FaceRec", "IdentifiedFace",
+    "AuditPolicy", "Candidate", "Comparison", "KeyInfo", "KeyRing", "SubjectVerification", "UploadEnrollResult", "CalibrationResult", "EnrollResult", "FaceInfo", "FaceRec", "IdentifiedFace",
     "IdentificationCalibration", "IdentifyResult", "IndexStatus", "Match", "RemoveResult", "Settings",
     "plot_liveness_roc",
     "VerifyResult", "evaluation_pipeline", "models", "person_folders", "redacted_url", "scorer_for",

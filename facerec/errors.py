@@ -110,3 +110,35 @@ def http_status_map() -> dict[str, int]:
         found[cls.code] = cls.http_status
         pending.extend(cls.__subclasses__())
     return dict(sorted(found.items()))
+
+
+# --- HTTP service (facerec serve): who may call, and how much -----------------------------------------
+class AuthError(FacerecError):
+    """No API key, an unknown or wrong one, or one that expired or was revoked."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class ForbiddenError(FacerecError):
+    """A valid key without the scope (action or gallery) the request needs."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class KeyLockedError(AuthError):
+    """Too many wrong secrets for one key id: locked for a while, whoever asks."""
+
+    code = "key_locked"
+    http_status = 423
+
+
+class RateLimitError(FacerecError):
+    code = "rate_limited"
+    http_status = 429
+
+
+class PayloadTooLargeError(FacerecError):
+    code = "too_large"
+    http_status = 413

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from facerec.cli.serve import serve_app
 from facerec.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
@@ -46,6 +47,7 @@ app.add_typer(index_app, name="index")
 app.add_typer(db_app, name="db")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(liveness_app, name="liveness")
+app.add_typer(serve_app, name="serve")
 
 out = Console()
 err = Console(stderr=True)

@@ -108,3 +108,21 @@ class TemplateChange(Base):
     generation: Mapped[int] = mapped_column(Integer, index=True)
     template_id: Mapped[int] = mapped_column(Integer)
     added: Mapped[bool] = mapped_column(Boolean)
+
+
+class ApiKey(Base):
+    """An HTTP API key: only the SHA-256 of its secret is stored; scoped by action and gallery, expiring."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # public key id, the token's prefix
+    name: Mapped[str] = mapped_column(String(128))
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(String(128))  # comma-separated: recognize, enroll, admin
+    galleries: Mapped[str] = mapped_column(String(512))  # comma-separated gallery names, or "*"
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    rotated_to: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive wrong secrets
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
