@@ -490,35 +490,37 @@ def liveness_train(ctx: typer.Context) -> None:
 def liveness_evaluate(
     live: Annotated[Path, typer.Option("--live", help="Folder of bona fide frames or photos (searched recursively).")],
     spoof: Annotated[Path, typer.Option("--spoof", help="Folder of attack frames (printed photos, screens).")],
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="Liveness model id (repeat to compare; 'all' = every one). Default: the default model.")] = None,
+    subset: Annotated[Optional[list[str]], typer.Option("--subset", help="Also report on the images whose file name matches: NAME=GLOB, e.g. 'session 03=*_*_*_03_*.jpg' (repeatable).")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the ROC (APCER vs 1-BPCER) as PNG here.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """ISO/IEC 30107-3 metrics of the shipped liveness model: APCER, BPCER, ACER, BPCER@APCER 1%/5%, AUC."""
+    """ISO/IEC 30107-3 metrics of liveness models: APCER, BPCER, ACER, AUC, BPCER@APCER 1%, ms a face."""
     with _command(as_json):
-        from facerec.errors import InputPathError
-        from facerec.train.liveness import evaluate_folders
+        from facerec.evaluation.liveness import evaluate_liveness
+        from facerec.models.liveness import liveness_models
 
-        for folder in (live, spoof):
-            if not folder.is_dir():
-                raise InputPathError(f"{folder}: not a directory")
-        try:
-            evaluation = evaluate_folders(live, spoof)
-        except FileNotFoundError as exc:
-            raise InputPathError(str(exc)) from None
+        if subset and any("=" not in s for s in subset):
+            raise UsageError("--subset takes NAME=GLOB")
+        models = sorted(liveness_models()) if model == ["all"] else model
+        evaluation = evaluate_liveness(live, spoof, models, dict(s.split("=", 1) for s in subset or []))
         if plot is not None:
             from facerec.decisions.liveness_metrics import liveness_roc
             from facerec.decisions.plots import plot_roc
 
-            plot_roc({"liveness": liveness_roc(evaluation.scores, evaluation.is_live)}, plot,
+            plot_roc({m: liveness_roc(evaluation.scores[m], evaluation.is_live) for m in evaluation.models}, plot,
                      title="Liveness ROC (FAR = APCER, TAR = 1 - BPCER)")
-    r = evaluation.report
     if as_json:
         _print_json(evaluation.to_dict())
         return
-    values = (("threshold", r.threshold), ("APCER", r.apcer), ("BPCER", r.bpcer), ("ACER", r.acer),
-              ("BPCER @ APCER 1%", r.bpcer_at_apcer_1pct), ("BPCER @ APCER 5%", r.bpcer_at_apcer_5pct))
-    _print_metrics(f"liveness on {len(evaluation.paths)} faces ({len(evaluation.no_face)} images without a face)",
-                   [(label, f"{value:.4f}") for label, value in values])
+    table = Table(title=f"liveness on {len(evaluation.paths)} faces ({len(evaluation.no_face)} images without a face)")
+    for column in ("subset", "model", "threshold", "APCER", "BPCER", "ACER", "AUC", "BPCER @ APCER 1%", "ms a face"):
+        table.add_column(column)
+    for r in evaluation.rows:
+        m = r.report
+        table.add_row(f"{r.subset} ({m.n_bona_fide}+{m.n_attack})", r.model, f"{m.threshold:.4g}", f"{m.apcer:.4f}",
+                      f"{m.bpcer:.4f}", f"{m.acer:.4f}", f"{m.auc:.4f}", f"{m.bpcer_at_apcer_1pct:.4f}", f"{r.ms_per_face:.1f}")
+    out.print(table)
 
 
 @app.command()
