@@ -514,7 +514,9 @@ def liveness_evaluate(
         _print_json(evaluation.to_dict())
         return
     table = Table(title=f"liveness on {len(evaluation.paths)} faces ({len(evaluation.no_face)} images without a face)")
-    for column in ("subset", "model", "threshold", "APCER", "BPCER", "ACER", "AUC", "BPCER @ APCER 1%", "ms a face"):
+    table.add_column("subset (live+attack)")
+    table.add_column("model", no_wrap=True)
+    for column in ("threshold", "APCER", "BPCER", "ACER", "AUC", "BPCER @ APCER 1%", "ms a face"):
         table.add_column(column)
     for r in evaluation.rows:
         m = r.report
