@@ -21,51 +21,16 @@ import time
 from datetime import date
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from facerec.decisions.liveness_metrics import liveness_report  # noqa: E402
+from facerec.evaluation.perturb import PERTURBATIONS  # noqa: E402
 from facerec.io import load_image  # noqa: E402
 from facerec.models.liveness import get_liveness_model  # noqa: E402
 from facerec.train.liveness import DEFAULT_CACHE, TEST_SESSIONS, detect_frames, list_frames  # noqa: E402
-
-
-def _lut(rgb: np.ndarray, f) -> np.ndarray:
-    table = np.clip(f(np.arange(256, dtype=np.float64) / 255.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return cv2.LUT(rgb, table)
-
-
-def _gains(rgb: np.ndarray, gains: tuple[float, float, float]) -> np.ndarray:
-    return np.clip(rgb.astype(np.float32) * np.float32(gains) + 0.5, 0, 255).astype(np.uint8)
-
-
-def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
-    ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
-
-
-PERTURBATIONS = {
-    "clean": lambda x: x,
-    "brightness x0.5": lambda x: _lut(x, lambda v: v * 0.5),
-    "brightness x0.7": lambda x: _lut(x, lambda v: v * 0.7),
-    "brightness x1.3": lambda x: _lut(x, lambda v: v * 1.3),
-    "brightness x1.6": lambda x: _lut(x, lambda v: v * 1.6),
-    "gamma 0.6": lambda x: _lut(x, lambda v: v ** 0.6),
-    "gamma 1.5": lambda x: _lut(x, lambda v: v ** 1.5),
-    "gamma 2.0": lambda x: _lut(x, lambda v: v ** 2.0),
-    "white balance warm (R x1.2, B x0.8)": lambda x: _gains(x, (1.2, 1.0, 0.8)),
-    "white balance cool (R x0.8, B x1.2)": lambda x: _gains(x, (0.8, 1.0, 1.2)),
-    "white balance green (G x1.2)": lambda x: _gains(x, (0.9, 1.2, 0.9)),
-    "blur sigma 1": lambda x: cv2.GaussianBlur(x, (0, 0), 1.0),
-    "blur sigma 2": lambda x: cv2.GaussianBlur(x, (0, 0), 2.0),
-    "blur sigma 4": lambda x: cv2.GaussianBlur(x, (0, 0), 4.0),
-    "JPEG quality 50": lambda x: _jpeg(x, 50),
-    "JPEG quality 20": lambda x: _jpeg(x, 20),
-    "JPEG quality 10": lambda x: _jpeg(x, 10),
-}
 
 
 def main() -> int:

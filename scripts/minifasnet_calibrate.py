@@ -13,12 +13,16 @@ photo of every identity) as further bona fide faces; session 03 is not read.
    adapters from the MTCNN box are compared: `as_is` (x1, y1, w, h), `scale` (median width and height ratios,
    same centre) and `shift_scale` (median centre offsets in box units plus the median ratios). The adapter with
    the lowest ACER of the fused pair at the original 0.5 on the calibration data is kept (ties: the simpler).
-2. Thresholds: per model (V2, V1SE, fusion), with the chosen adapter, the EER threshold of the calibration
+2. Colour: the crop as it is ("none", the original) or grey-world white-balanced by its own colour cast;
+   the one with the lowest mean of the fused pair's clean EER and its mean EER under the lighting
+   perturbations of `facerec.evaluation.perturb.LIGHTING` (warm / cool / green white balance, brightness x1.6,
+   gamma 2.0) applied to the calibration frames (ties: none).
+3. Thresholds: per model (V2, V1SE, fusion), with the chosen adapter and colour normalisation, the EER threshold of the calibration
    scores, or the middle (in logit) of the gap between attack and bona fide scores when they separate.
-3. Default model: the fusion only if it pays for its time, i.e. its calibration ACER is lower than V2's by more
+4. Default model: the fusion only if it pays for its time, i.e. its calibration ACER is lower than V2's by more
    than one calibration frame's worth and its BPCER@APCER 1% is not worse; otherwise V2 (half the time).
 
-Writes: `input.box_adapter`, `threshold`, `threshold_provenance`, `metrics.calibration` into the two MiniFASNet
+Writes: `input.box_adapter`, `input.colour_normalise`, `threshold`, `threshold_provenance`, `metrics.calibration` into the two MiniFASNet
 cards and the fusion card `facerec/weights/minifasnet_fusion/model.json`, and every raw number into
 `benchmarks/results/minifasnet_calibration.json`. Detections are cached under ~/.cache/facerec/ (not the repo).
 """
@@ -37,15 +41,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facerec.decisions.liveness_metrics import liveness_report  # noqa: E402
+from facerec.decisions.liveness_metrics import eer_threshold, liveness_report  # noqa: E402
+from facerec.evaluation.perturb import LIGHTING, PERTURBATIONS  # noqa: E402
 from facerec.io import load_image  # noqa: E402
 from facerec.models.base import WEIGHTS_ROOT  # noqa: E402
-from facerec.models.liveness import MiniFASNetModel, adapt_box  # noqa: E402
+from facerec.models.liveness import MiniFASNetModel, adapt_box, apply_gains, grey_world_gains  # noqa: E402
 from facerec.models.minifasnet import minifasnet_crop  # noqa: E402
 from facerec.train.liveness import DEFAULT_CACHE, TRAIN_SESSIONS, Frame, detect_frames, list_frames, operating_threshold  # noqa: E402
 
 MEMBERS = ("minifasnet_v2", "minifasnet_v1se")
 FUSION = "minifasnet_fusion"
+COLOUR_NORMALISE = ("none", "grey_world")
 RESULTS = REPO / "benchmarks" / "results" / "minifasnet_calibration.json"
 
 
@@ -146,12 +152,16 @@ def main() -> int:
     adapters = fit_adapters(mt[ok], rf[ok])
     y = np.array([r["live"] for r in rows])
 
-    def scores_for(boxes: list[list[int]]) -> dict[str, np.ndarray]:
-        """Each model's P(live) with its crop cut around the given [left, top, width, height] boxes."""
+    def scores_for(boxes: list[list[int]], normalise: str = "none", perturb=None) -> dict[str, np.ndarray]:
+        """Each model's P(live) with its crop cut around the given [left, top, width, height] boxes, colour
+        normalised as `normalise`, from frames changed by `perturb`."""
         out = {}
         for folder, m in models.items():
-            crops = [minifasnet_crop(np.ascontiguousarray(r["rgb"][..., ::-1]), box, m.scale, m.size[0])
-                     for r, box in zip(rows, boxes)]
+            crops = []
+            for r, box in zip(rows, boxes):
+                rgb = perturb(r["rgb"]) if perturb else r["rgb"]
+                crop = minifasnet_crop(np.ascontiguousarray(rgb[..., ::-1]), box, m.scale, m.size[0])
+                crops.append(apply_gains(crop, grey_world_gains(crop)) if normalise == "grey_world" else crop)
             out[folder] = m.score_crops(np.stack(crops))
         out[FUSION] = (out[MEMBERS[0]] + out[MEMBERS[1]]) / 2
         return out
@@ -172,7 +182,23 @@ def main() -> int:
     order = list(adapters)  # simplest first
     chosen = min(order, key=lambda n: (round(results[n][FUSION]["acer"], 9), order.index(n)))
     log(f"chosen adapter: {chosen} {adapters[chosen]}")
-    scores = per_adapter[chosen]
+    boxes = [adapt_box(b, adapters[chosen]) for b in mt]
+
+    # Colour normalisation: the one with the lowest mean of the fused pair's clean EER and its mean EER under
+    # the LIGHTING perturbations of the calibration frames (ties: none, the original input).
+    colour = {}
+    per_norm = {}
+    for norm in COLOUR_NORMALISE:
+        per_norm[norm] = scores_for(boxes, norm)
+        stressed = {name: eer_threshold(scores_for(boxes, norm, PERTURBATIONS[name])[FUSION], y)[0] for name in LIGHTING}
+        clean = eer_threshold(per_norm[norm][FUSION], y)[0]
+        colour[norm] = {"clean_eer": round(clean, 4), "stressed_eer": {k: round(v, 4) for k, v in stressed.items()},
+                        "criterion": round((clean + float(np.mean(list(stressed.values())))) / 2, 4)}
+        log(f"colour {norm}: {colour[norm]}")
+    norm_chosen = min(COLOUR_NORMALISE, key=lambda n: (colour[n]["criterion"], COLOUR_NORMALISE.index(n)))
+    log(f"chosen colour normalisation: {norm_chosen}")
+    results["colour_normalise"] = colour
+    scores = per_norm[norm_chosen]
 
     thresholds, calib = {}, {}
     for key, s in scores.items():
@@ -216,6 +242,11 @@ def main() -> int:
         path = WEIGHTS_ROOT / folder / "model.json"
         card = json.loads(path.read_text())
         card["input"]["box_adapter"] = box_adapter
+        card["input"]["colour_normalise"] = norm_chosen
+        card["input"]["colour_normalise_provenance"] = (
+            f"{command}: chosen among {list(COLOUR_NORMALISE)} by the lowest mean of the fused pair's clean EER and "
+            f"its mean EER under {list(LIGHTING)} (facerec/evaluation/perturb.py) on the calibration images "
+            f"({data}): {json.dumps({k: v['criterion'] for k, v in colour.items()})}")
         card["threshold"], how = thresholds[folder]
         card["threshold_provenance"] = f"{how} of the calibration scores ({data}); {command}"
         card.setdefault("metrics", {})["calibration"] = calib[folder]
@@ -240,6 +271,7 @@ def main() -> int:
     (WEIGHTS_ROOT / FUSION / "model.json").write_text(json.dumps(fusion, indent=2) + "\n")
     raw = {"command": command, "data": data, "n_images": len(rows), "n_without_mtcnn_face": n_no_face,
            "n_retinaface_below_0.6": int((~ok).sum()), "adapters": results, "chosen_adapter": chosen,
+           "chosen_colour_normalise": norm_chosen,
            "thresholds": thresholds, "calibration": calib, "ms_per_face_one_core": {k: round(v, 2) for k, v in ms.items()},
            "fusion_pays_for_its_time": fusion_pays, "default": default,
            "per_image": [{"rel": r["rel"], "source": r["source"], "live": r["live"], "mtcnn": r["mtcnn"],

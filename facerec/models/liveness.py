@@ -467,7 +467,19 @@ class MiniFASNetModel:
         from facerec.models.minifasnet import minifasnet_crop
 
         box = adapt_box(detection, self.card.input.get("box_adapter"))
-        return minifasnet_crop(np.ascontiguousarray(rgb_frame[..., ::-1]), box, self.scale, self.size[0])
+        crop = minifasnet_crop(np.ascontiguousarray(rgb_frame[..., ::-1]), box, self.scale, self.size[0])
+        return self.normalise_colour(crop)
+
+    def normalise_colour(self, crop: np.ndarray) -> np.ndarray:
+        """The card's `input.colour_normalise`: "grey_world" divides out the crop's own colour cast (gains
+        clipped to [0.5, 2]) so a warm or cool light does not read as a print's colour; "none" keeps the
+        original input."""
+        how = self.card.input.get("colour_normalise", "none")
+        if how == "grey_world":
+            return apply_gains(crop, grey_world_gains(crop))
+        if how != "none":
+            raise ValueError(f"{self.folder}: unknown colour_normalise {how!r} (known: {', '.join(NORMALISATIONS)})")
+        return crop
 
     def score_crops(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """P(live) of each BGR crop (N x 80 x 80 x 3 uint8)."""
