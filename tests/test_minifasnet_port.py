@@ -81,6 +81,7 @@ def test_cards_declare_weights_licence_and_provenance():
         assert "undisclosed" in card["training_data"]
         assert 0.0 < card["threshold"] < 1.0 and "session 03 not used" in card["threshold_provenance"]
         assert set(card["input"]["box_adapter"]) >= {"kind", "provenance"}
+        assert card["input"]["colour_normalise"] in ("none", "grey_world") and card["input"]["colour_normalise_provenance"]
 
 
 def test_models_by_id_and_the_default():
@@ -112,3 +113,29 @@ def test_default_model_on_real_frames(nuaa):
         decision = model.decide(rgb, face)
         assert decision.is_live is live, (rel, decision)
         assert set(decision.to_dict()) == {"is_live", "score", "threshold", "reason"}
+
+
+def test_grey_world_crop_ignores_a_warm_light(nuaa):
+    """The declared colour normalisation divides out a white-balance change of the whole frame (the stress test's
+    weakest point without it): the normalised crops of a frame and of its warm-lit copy nearly agree."""
+    from facerec.evaluation.perturb import PERTURBATIONS
+    from facerec.models.liveness import MiniFASNetModel
+
+    model = MiniFASNetModel(WEIGHTS_ROOT / "minifasnet_v2")
+    need(model.card.input["colour_normalise"] == "grey_world", "card does not declare grey_world")
+    rgb = load_image(nuaa / REFERENCE[1][0])
+    warm = PERTURBATIONS["white balance warm (R x1.2, B x0.8)"](rgb)
+    box = (241, 170, 241 + 137, 170 + 138)
+    normalised = [model.crop(x, box).astype(float) for x in (rgb, warm)]
+    from facerec.models.minifasnet import minifasnet_crop
+
+    bgr = [np.ascontiguousarray(x[..., ::-1]) for x in (rgb, warm)]
+    unnormalised = [minifasnet_crop(b, adapt_box(box, model.card.input["box_adapter"]), model.scale).astype(float) for b in bgr]
+
+    def cast(crop):  # channel means relative to their mean
+        m = crop.reshape(-1, 3).mean(axis=0)
+        return m / m.mean()
+
+    before = np.abs(cast(unnormalised[0]) - cast(unnormalised[1])).max()
+    after = np.abs(cast(normalised[0]) - cast(normalised[1])).max()
+    assert before > 0.1 and after < 0.02, (before, after)  # measured 0.175 and 0.003
