@@ -495,7 +495,7 @@ def liveness_evaluate(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the ROC (APCER vs 1-BPCER) as PNG here.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """ISO/IEC 30107-3 metrics of liveness models: APCER, BPCER, ACER, AUC, BPCER@APCER 1%, ms a face."""
+    """ISO/IEC 30107-3 metrics of liveness models: APCER, BPCER, ACER, AUC, BPCER@APCER 1%, CPU ms a face."""
     with _command(as_json):
         from facerec.evaluation.liveness import evaluate_liveness
         from facerec.models.liveness import liveness_models
@@ -516,7 +516,7 @@ def liveness_evaluate(
     table = Table(title=f"liveness on {len(evaluation.paths)} faces ({len(evaluation.no_face)} images without a face)")
     table.add_column("subset (live+attack)")
     table.add_column("model", no_wrap=True)
-    for column in ("threshold", "APCER", "BPCER", "ACER", "AUC", "BPCER @ APCER 1%", "ms a face"):
+    for column in ("threshold", "APCER", "BPCER", "ACER", "AUC", "BPCER @ APCER 1%", "CPU ms a face"):
         table.add_column(column)
     for r in evaluation.rows:
         m = r.report
