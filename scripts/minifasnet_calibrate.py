@@ -170,10 +170,8 @@ def main() -> int:
     original = [[int(x1), int(y1), int(x2 - x1), int(y2 - y1)] for x1, y1, x2, y2 in rf]
     results = {"retinaface_box": {k: _report(s, y, 0.5) for k, s in scores_for(original).items()}}
     log(f"original RetinaFace box: fusion at 0.5 {results['retinaface_box'][FUSION]}")
-    per_adapter = {}
     for name, adapter in adapters.items():
         s = scores_for([adapt_box(b, adapter) for b in mt])
-        per_adapter[name] = s
         results[name] = {"adapter": adapter, "box_error_vs_retinaface": box_error(adapter, mt[ok], rf[ok]),
                          **{k: _report(v, y, 0.5) for k, v in s.items()},
                          "live_refused_at_0.5": {k: int((v[y] < 0.5).sum()) for k, v in s.items()}}
