@@ -703,12 +703,20 @@ def upgrade_database(settings: Settings) -> str:
     return Store.open(settings.db_url, auto_migrate=True).upgrade()
 
 
-def plot_liveness_roc(scores: np.ndarray, is_live: np.ndarray, path: Path) -> None:
-    """The liveness ROC (APCER against 1 - BPCER) as a PNG."""
+def plot_liveness_roc(scores: dict[str, np.ndarray], is_live: np.ndarray, path: Path) -> None:
+    """The liveness ROC (APCER against 1 - BPCER) of each model as one PNG."""
     from facerec.decisions.liveness_metrics import liveness_roc
     from facerec.decisions.plots import plot_roc
 
-    plot_roc({"liveness": liveness_roc(scores, is_live)}, path, title="Liveness ROC (FAR = APCER, TAR = 1 - BPCER)")
+    plot_roc({m: liveness_roc(s, is_live) for m, s in scores.items()}, path,
+             title="Liveness ROC (FAR = APCER, TAR = 1 - BPCER)")
+
+
+def liveness_models() -> list[str]:
+    """Ids of the shipped liveness models (see `facerec liveness evaluate --model`)."""
+    from facerec.models.liveness import liveness_models as ids
+
+    return sorted(ids())
 
 
 def redacted_url(url: str) -> str:
@@ -785,7 +793,7 @@ class _EnrollBatch:
 __all__ = [
     "AuditPolicy", "Candidate", "Comparison", "KeyInfo", "KeyRing", "SubjectVerification", "UploadEnrollResult", "CalibrationResult", "EnrollResult", "FaceInfo", "FaceRec", "IdentifiedFace",
     "IdentificationCalibration", "IdentifyResult", "IndexStatus", "Match", "RemoveResult", "Settings",
-    "plot_liveness_roc",
+    "liveness_models", "plot_liveness_roc",
     "VerifyResult", "evaluation_pipeline", "models", "person_folders", "redacted_url", "scorer_for",
     "upgrade_database", "UNKNOWN",
 ]

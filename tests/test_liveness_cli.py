@@ -47,12 +47,25 @@ def test_liveness_evaluate_folders(data_dir, tmp_path):
     for p in sorted((nuaa / "ImposterRaw" / SUBJECT).glob("*.jpg"))[:6]:
         shutil.copy(p, spoof)
     plot = tmp_path / "roc.png"
-    result = run_cli("liveness", "evaluate", "--live", str(live), "--spoof", str(spoof), "--plot", str(plot), "--json")
+    result = run_cli("liveness", "evaluate", "--live", str(live), "--spoof", str(spoof), "--plot", str(plot),
+                     "--model", "texture-v2", "--model", "minifasnet-v2", "--subset", "pic 1xx=*_1??.jpg",
+                     "--json")
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)["report"]
-    for key in ("apcer", "bpcer", "acer", "bpcer_at_apcer_1pct", "bpcer_at_apcer_5pct"):
-        assert 0.0 <= report[key] <= 1.0
-    assert report["acer"] == (report["apcer"] + report["bpcer"]) / 2
+    out = json.loads(result.stdout)
+    assert out["models"] == ["texture-v2", "minifasnet-v2"]
+    rows = {(r["model"], r["subset"]): r for r in out["rows"]}
+    assert set(rows) == {(m, s) for m in out["models"] for s in ("all", "pic 1xx")}
+    for r in rows.values():
+        for key in ("apcer", "bpcer", "acer", "auc", "bpcer_at_apcer_1pct"):
+            assert 0.0 <= r[key] <= 1.0
+        assert abs(r["acer"] - (r["apcer"] + r["bpcer"]) / 2) < 1e-4
+        assert r["ms_per_face"] > 0
+    assert rows[("minifasnet-v2", "all")]["n_bona_fide"] == 6 and rows[("minifasnet-v2", "all")]["n_attack"] == 6
+    assert rows[("minifasnet-v2", "pic 1xx")]["n_bona_fide"] == 3
+    assert out["report"] == {k: v for k, v in rows[("texture-v2", "all")].items()
+                             if k not in ("model", "subset", "ms_per_face")}
     assert plot.stat().st_size > 1000
+    table = run_cli("liveness", "evaluate", "--live", str(live), "--spoof", str(spoof))
+    assert table.returncode == 0 and "minifasnet-v2" in table.stdout and "ACER" in table.stdout
     missing = run_cli("liveness", "evaluate", "--live", str(tmp_path / "nope"), "--spoof", str(spoof))
     assert missing.returncode == 2 and "not a directory" in missing.stderr

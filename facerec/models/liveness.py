@@ -1,20 +1,21 @@
 """Presentation-attack detection (liveness): is the face in front of the camera a live person or a print?
 
-The evidence a printed photo leaves is around and on the face more than in its identity: paper edges and the
-fingers holding them, flat texture without depth, colour shifted by the print gamut, moiré and lost
-high-frequency detail. So the model looks at the detected face at the context scales its card declares (the
-detection box enlarged around its centre, e.g. x1.0 and x1.5, each resized to a small square), optionally
-white-balanced by the colour cast of a wide (x3) context crop, and describes each crop by hand-crafted
-texture and colour statistics (`FEATURE_GROUPS`). A logistic regression on those features gives `P(live)`;
-a face is accepted as live when `score >= threshold`.
+Several models are declared under `facerec/weights/` (cards of kind "liveness", chosen by id through
+`get_liveness_model(model_id)`; all answer `score`, `score_batch` and `decide(rgb, detection)`):
+- `minifasnet-v2`, `minifasnet-v1se`: the pretrained MiniFASNets of Silent-Face-Anti-Spoofing (Apache-2.0,
+  training data undisclosed), ported in `facerec.models.minifasnet`; each looks at a wide crop (2.7 / 4.0 times
+  the face box) the way the original code cut it around its RetinaFace box, which the card's `box_adapter`
+  reconstructs from facerec's MTCNN box;
+- `minifasnet-fusion`: the mean of the two (the original code's rule) at its own threshold;
+- `texture-v2`: the project's earlier hand-crafted colour-texture model, kept for comparison. The evidence a
+  printed photo leaves is around and on the face more than in its identity (paper edges, flat texture, print
+  colour gamut); it describes context crops (box x1.0, x1.5, optionally white-balanced by a wide x3 crop) by
+  texture and colour statistics (`FEATURE_GROUPS`) and a logistic regression gives `P(live)`. It does not
+  generalise to a new session (ACER ~28% on NUAA session 03): see its MODEL_CARD.md.
 
-Read `facerec/weights/liveness/MODEL_CARD.md` before relying on it: trained on print attacks of 9 people in
-two sessions, it does not generalise well to a new session (ACER ~28% on NUAA session 03).
-
-Everything the model needs is declared in `facerec/weights/liveness/model.json` (crop scales and size,
-feature layout, weights file and sha256, licences, training data and its terms, the operating threshold and
-where it came from). The weights (feature mean/scale, coefficients, intercept) are a small `.npz` of float
-arrays, loaded lazily on first use; inference is numpy + OpenCV only (no torch, no scikit-learn).
+Every model declares its input, weights file and sha256, licence, training data, threshold and where the
+threshold came from in its card; weights load lazily on first use. A face is accepted as live when
+`score >= threshold`. `DEFAULT_LIVENESS_MODEL` is the model `get_liveness_model()` returns.
 
 This module sits in the models layer: it takes a detection as any object with a `box` attribute
 (x1, y1, x2, y2 pixels; `facerec.face.detect.Detection` is one) or a bare box, and never imports `facerec.face`.
@@ -23,6 +24,7 @@ This module sits in the models layer: it takes a detection as any object with a 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
 from collections.abc import Sequence
@@ -249,7 +251,7 @@ def face_features(
 
 @dataclass(frozen=True)
 class LivenessCard:
-    """The declaration in `facerec/weights/liveness/model.json`."""
+    """A liveness model's declaration (`facerec/weights/<folder>/model.json`, kind "liveness")."""
 
     id: str
     version: str
@@ -257,8 +259,8 @@ class LivenessCard:
     architecture: str
     input: dict[str, Any]  # {"colour": "RGB", "scales": [...], "size": N, "box": "..."}
     normalisation: dict[str, Any]
-    weights_file: str
-    weights_sha256: str
+    weights_file: str | None  # None for a fusion of other models
+    weights_sha256: str | None
     weights_licence: str
     training_data: str
     training_data_licence: str
@@ -316,7 +318,8 @@ class LivenessDecision:
 
 
 class LivenessModel:
-    """The shipped presentation-attack detector. Weights load lazily on the first score; thread-safe."""
+    """The colour-texture presentation-attack detector (`texture-v2`). Weights load lazily on the first score;
+    thread-safe."""
 
     def __init__(self, folder: str | Path | None = None) -> None:
         self.folder = Path(folder) if folder is not None else LIVENESS_FOLDER
@@ -335,13 +338,8 @@ class LivenessModel:
     def _ensure(self) -> dict[str, np.ndarray]:
         with self._lock:
             if self._params is None:
-                data = self.weights_path.read_bytes()
-                digest = hashlib.sha256(data).hexdigest()
-                if digest != self.card.weights_sha256:
-                    raise ValueError(
-                        f"{self.weights_path}: sha256 {digest} differs from model.json's {self.card.weights_sha256}"
-                    )
-                with np.load(self.weights_path) as npz:
+                data = _checked_weights(self.weights_path, self.card.weights_sha256)
+                with np.load(io.BytesIO(data)) as npz:
                     params = {k: np.asarray(npz[k], dtype=np.float64) for k in ("mean", "scale", "coef", "intercept")}
                 if params["coef"].shape != params["mean"].shape:
                     raise ValueError(f"{self.weights_path}: coef and mean differ in shape")
@@ -372,10 +370,7 @@ class LivenessModel:
 
     def score_batch(self, rgb_frames: Sequence[np.ndarray] | np.ndarray, detections: Sequence[Any]) -> np.ndarray:
         """P(live) of each (frame, detection) pair; one frame may be passed once for several detections."""
-        if isinstance(rgb_frames, np.ndarray) and rgb_frames.ndim == 3:
-            rgb_frames = [rgb_frames] * len(detections)
-        if len(rgb_frames) != len(detections):
-            raise ValueError(f"{len(rgb_frames)} frames for {len(detections)} detections")
+        rgb_frames = _paired(rgb_frames, detections)
         if not len(detections):
             return np.zeros((0,), dtype=np.float64)
         x = np.stack([self.features(f, d) for f, d in zip(rgb_frames, detections)])
@@ -387,7 +382,186 @@ class LivenessModel:
         return LivenessDecision.from_score(self.score(rgb_frame, detection), t)
 
 
-@lru_cache(maxsize=4)
-def get_liveness_model(folder: str | None = None) -> LivenessModel:
-    """The shared liveness model (weights still unloaded until the first score)."""
-    return LivenessModel(folder)
+def _checked_weights(path: Path, sha256: str) -> bytes:
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise ValueError(f"{path}: sha256 {digest} differs from model.json's {sha256}")
+    return data
+
+
+def _paired(rgb_frames: Sequence[np.ndarray] | np.ndarray, detections: Sequence[Any]) -> Sequence[np.ndarray]:
+    if isinstance(rgb_frames, np.ndarray) and rgb_frames.ndim == 3:
+        rgb_frames = [rgb_frames] * len(detections)
+    if len(rgb_frames) != len(detections):
+        raise ValueError(f"{len(rgb_frames)} frames for {len(detections)} detections")
+    return rgb_frames
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MiniFASNet (pretrained, Silent-Face-Anti-Spoofing) and the fusion of two of them
+# ---------------------------------------------------------------------------------------------------------
+
+
+def adapt_box(detection: Any, adapter: dict[str, Any] | None) -> list[int]:
+    """The box MiniFASNet was trained around ([left, top, width, height] ints, the original's RetinaFace
+    convention) from facerec's MTCNN box (x1, y1, x2, y2).
+
+    The adapter (declared in the card, fitted by `scripts/minifasnet_calibrate.py`) moves the centre by
+    (centre_x * width, centre_y * height) and scales width and height; without one the MTCNN box is used as
+    it is."""
+    x1, y1, x2, y2 = _box_of(detection)
+    w, h = x2 - x1, y2 - y1
+    a = adapter or {}
+    cx = (x1 + x2) / 2.0 + float(a.get("centre_x", 0.0)) * w
+    cy = (y1 + y2) / 2.0 + float(a.get("centre_y", 0.0)) * h
+    w, h = w * float(a.get("width", 1.0)), h * float(a.get("height", 1.0))
+    return [int(cx - w / 2.0), int(cy - h / 2.0), max(1, int(w)), max(1, int(h))]
+
+
+class MiniFASNetModel:
+    """One MiniFASNet (V2 or V1SE) declared by its card: P(live) = softmax class 1 of the crop the original
+    code would cut around the adapted MTCNN box. Weights load lazily on the first score; thread-safe."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.card = LivenessCard.load(self.folder)
+        self._lock = threading.Lock()
+        self._net: Any = None
+
+    @property
+    def threshold(self) -> float:
+        return self.card.threshold
+
+    @property
+    def scale(self) -> float:
+        return float(self.card.input["crop_scale"])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        w, h = self.card.input["size"]
+        return int(w), int(h)
+
+    def _ensure(self) -> Any:
+        with self._lock:
+            if self._net is None:
+                import torch
+
+                from facerec.models.minifasnet import MiniFASNet
+                from facerec.models.runtime import configure_torch
+
+                configure_torch()
+                data = _checked_weights(self.folder / self.card.weights_file, self.card.weights_sha256)
+                with np.load(io.BytesIO(data)) as npz:
+                    state = {k: torch.from_numpy(np.asarray(npz[k], dtype=np.float32)) for k in npz.files}
+                net = MiniFASNet(str(self.card.extra["variant"]))
+                missing, unexpected = net.load_state_dict(state, strict=False)
+                if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
+                    raise ValueError(f"{self.folder}: weights do not fit {self.card.extra['variant']} "
+                                     f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+                self._net = net.eval()
+        return self._net
+
+    def crop(self, rgb_frame: np.ndarray, detection: Any) -> np.ndarray:
+        """The network's input for one face: uint8 BGR, size x size."""
+        from facerec.models.minifasnet import minifasnet_crop
+
+        box = adapt_box(detection, self.card.input.get("box_adapter"))
+        crop = minifasnet_crop(np.ascontiguousarray(rgb_frame[..., ::-1]), box, self.scale, self.size[0])
+        return self.normalise_colour(crop)
+
+    def normalise_colour(self, crop: np.ndarray) -> np.ndarray:
+        """The card's `input.colour_normalise`: "grey_world" divides out the crop's own colour cast (gains
+        clipped to [0.5, 2]) so a warm or cool light does not read as a print's colour; "none" keeps the
+        original input."""
+        how = self.card.input.get("colour_normalise", "none")
+        if how == "grey_world":
+            return apply_gains(crop, grey_world_gains(crop))
+        if how != "none":
+            raise ValueError(f"{self.folder}: unknown colour_normalise {how!r} (known: {', '.join(NORMALISATIONS)})")
+        return crop
+
+    def score_crops(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """P(live) of each BGR crop (N x 80 x 80 x 3 uint8)."""
+        import torch
+
+        from facerec.models.minifasnet import to_input
+
+        net = self._ensure()
+        with torch.inference_mode():
+            return torch.softmax(net(to_input(crops)), dim=1)[:, 1].double().numpy()
+
+    def score_batch(self, rgb_frames: Sequence[np.ndarray] | np.ndarray, detections: Sequence[Any]) -> np.ndarray:
+        rgb_frames = _paired(rgb_frames, detections)
+        if not len(detections):
+            return np.zeros((0,), dtype=np.float64)
+        return self.score_crops(np.stack([self.crop(f, d) for f, d in zip(rgb_frames, detections)]))
+
+    def score(self, rgb_frame: np.ndarray, detection: Any) -> float:
+        """P(live) of the face `detection` in the whole RGB frame (the crop reaches well beyond the face)."""
+        return float(self.score_batch([rgb_frame], [detection])[0])
+
+    def decide(self, rgb_frame: np.ndarray, detection: Any, threshold: float | None = None) -> LivenessDecision:
+        t = self.threshold if threshold is None else float(threshold)
+        return LivenessDecision.from_score(self.score(rgb_frame, detection), t)
+
+
+class FusionModel:
+    """The mean P(live) of member models (the original code averages V2's and V1SE's softmax), at the
+    fusion card's own threshold."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.card = LivenessCard.load(self.folder)
+        self.members = [get_liveness_model(m) for m in self.card.extra["members"]]
+
+    @property
+    def threshold(self) -> float:
+        return self.card.threshold
+
+    def score_batch(self, rgb_frames: Sequence[np.ndarray] | np.ndarray, detections: Sequence[Any]) -> np.ndarray:
+        return np.mean([m.score_batch(rgb_frames, detections) for m in self.members], axis=0)
+
+    def score(self, rgb_frame: np.ndarray, detection: Any) -> float:
+        return float(np.mean([m.score(rgb_frame, detection) for m in self.members]))
+
+    def decide(self, rgb_frame: np.ndarray, detection: Any, threshold: float | None = None) -> LivenessDecision:
+        t = self.threshold if threshold is None else float(threshold)
+        return LivenessDecision.from_score(self.score(rgb_frame, detection), t)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Which liveness models exist
+# ---------------------------------------------------------------------------------------------------------
+
+# The default: chosen by measurement (BENCHMARKS.md, "Liveness on an unseen session"; the choice and its
+# numbers are in the chosen card's `metrics`).
+DEFAULT_LIVENESS_MODEL = "minifasnet-v2"
+RUNTIMES = {"texture": LivenessModel, "minifasnet": MiniFASNetModel, "fusion": FusionModel}
+
+
+def liveness_models() -> dict[str, Path]:
+    """id -> folder of every card under `facerec/weights/` of kind "liveness"."""
+    found = {}
+    for card in sorted(WEIGHTS_ROOT.glob("*/model.json")):
+        raw = json.loads(card.read_text())
+        if raw.get("kind") == "liveness":
+            found[str(raw["id"])] = card.parent
+    return found
+
+
+@lru_cache(maxsize=8)
+def get_liveness_model(model_id: str | None = None) -> LivenessModel | MiniFASNetModel | FusionModel:
+    """The shared liveness model `model_id` (default `DEFAULT_LIVENESS_MODEL`), weights unloaded until the
+    first score. Every model has `score`, `score_batch`, `threshold` and `decide(rgb, detection)`."""
+    from facerec.errors import ModelError
+
+    model_id = model_id or DEFAULT_LIVENESS_MODEL
+    known = liveness_models()
+    if model_id not in known:
+        raise ModelError(f"unknown liveness model {model_id!r} (available: {', '.join(sorted(known))})")
+    card = json.loads((known[model_id] / "model.json").read_text())
+    runtime = card.get("runtime", "texture")
+    if runtime not in RUNTIMES:
+        raise ModelError(f"liveness model {model_id!r} declares unknown runtime {runtime!r}")
+    return RUNTIMES[runtime](known[model_id])

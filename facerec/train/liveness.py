@@ -99,12 +99,14 @@ def detect_frames(
     if missing:
         from facerec.face.detect import detect_faces
         from facerec.face.pipeline import shared_detector
+        from facerec.face.selection import select_subject
 
         detector = shared_detector(DETECTOR_MIN_FACE)
         t0 = time.perf_counter()
         for n, i in enumerate(missing, 1):
-            faces = detect_faces(detector, load_image(root / frames[i].rel), DETECTOR_MIN_SCORE, DETECTOR_MIN_FACE)
-            stored[keys[i]] = faces[0].to_dict() if faces else None
+            rgb = load_image(root / frames[i].rel)
+            selection = select_subject(detect_faces(detector, rgb, DETECTOR_MIN_SCORE, DETECTOR_MIN_FACE), rgb.shape)
+            stored[keys[i]] = selection.subject.to_dict() if selection else None
             if n % 100 == 0 or n == len(missing):
                 log(f"  detected {n}/{len(missing)} frames ({time.perf_counter() - t0:.0f} s)")
         if cache_path:
@@ -464,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     sha = write_npz(out / WEIGHTS_FILE, params)
     card = {
-        "id": "liveness",
+        "id": "texture-v2",
         "version": "2",
         "kind": "liveness",
         "architecture": ARCHITECTURE,
@@ -546,57 +548,6 @@ def evaluate_test(out: Path, card: dict, root: Path, test, train_frames, log) ->
         log(f"  subjects never seen in training {u['subjects']}: ACER {u['acer']:.4f} "
             f"(APCER {u['apcer']:.4f}, BPCER {u['bpcer']:.4f}) AUC {u['auc']:.4f}")
     return result
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Evaluating on any folders of live and spoof images (for `facerec liveness evaluate --live DIR --spoof DIR`)
-# ---------------------------------------------------------------------------------------------------------
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-@dataclass
-class FolderEvaluation:
-    report: object  # facerec.decisions.liveness_metrics.LivenessReport at the model's threshold
-    scores: np.ndarray
-    is_live: np.ndarray
-    paths: list[str]
-    no_face: list[str]  # images where no face was found (left out of the metrics)
-
-    def to_dict(self) -> dict:
-        return {"report": self.report.to_dict(), "n_scored": len(self.paths), "no_face": self.no_face}
-
-
-def evaluate_folders(
-    live_dir: str | os.PathLike, spoof_dir: str | os.PathLike, model_folder: str | os.PathLike | None = None,
-    min_score: float = DETECTOR_MIN_SCORE, min_size: float = DETECTOR_MIN_FACE, log=None,
-) -> FolderEvaluation:
-    """Score the largest face of every image under `live_dir` (bona fide) and `spoof_dir` (attacks), searched
-    recursively, with the liveness model; ISO/IEC 30107-3 metrics at the model's threshold."""
-    from facerec.face.detect import detect_faces
-    from facerec.face.pipeline import shared_detector
-    from facerec.models.liveness import LivenessModel, get_liveness_model
-
-    model = LivenessModel(model_folder) if model_folder else get_liveness_model()
-    detector = shared_detector(max(12, int(min_size)))
-    scores, labels, paths, no_face = [], [], [], []
-    for folder, live in ((Path(live_dir), True), (Path(spoof_dir), False)):
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
-            raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-        for path in files:
-            rgb = load_image(path)
-            faces = detect_faces(detector, rgb, min_score, min_size)
-            if not faces:
-                no_face.append(str(path))
-                continue
-            scores.append(model.score(rgb, faces[0]))
-            labels.append(live)
-            paths.append(str(path))
-            if log and len(paths) % 100 == 0:
-                log(f"  scored {len(paths)} images")
-    s, y = np.array(scores), np.array(labels)
-    return FolderEvaluation(liveness_report(s, y, model.threshold), s, y, paths, no_face)
 
 
 if __name__ == "__main__":
