@@ -17,6 +17,8 @@ from facerec.models.mtcnn import verify_package_weights
 @pytest.mark.parametrize("folder, file, kind", [
     ("mobilefacenet", "model.json", "embedding"), ("dlib_resnet29", "model.json", "embedding"),
     ("mtcnn", "model.json", "detector"), ("verifier_dlib_resnet29", "verifier.json", "verifier"),
+    ("minifasnet_v2", "model.json", "liveness"), ("minifasnet_fusion", "model.json", "liveness"),
+    ("liveness", "model.json", "liveness"),
 ])
 def test_shipped_cards_read_with_one_loader(folder, file, kind):
     card = read_card(WEIGHTS_ROOT / folder / file, kind)

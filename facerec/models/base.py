@@ -157,7 +157,8 @@ def read_card(path: Path, kind: str) -> dict[str, Any]:
     """Read and check a model card (JSON) of any kind; a missing or malformed card is a `ModelError`.
 
     Every kind shares one format: the fields of CARD_FIELDS, `kind` (embedding when absent, for the first
-    cards), and the weights as `weights_file` + `weights_sha256`, or `files` {name: sha256}; each kind adds
+    cards), and the weights as `weights_file` + `weights_sha256`, or `files` {name: sha256}, or (a fusion)
+    `members`, the ids of the cards it combines; each kind adds
     its own fields (an embedder its template and normalisation, a liveness model its crops and threshold).
     """
     try:
@@ -168,8 +169,9 @@ def read_card(path: Path, kind: str) -> dict[str, Any]:
         raise ModelError(f"model card {path}: not valid JSON ({exc})") from None
     declared = raw.get("kind", "embedding")
     missing = [f for f in CARD_FIELDS if not raw.get(f)]
-    if not ("weights_sha256" in raw and "weights_file" in raw) and not raw.get("files"):
-        missing.append("weights_file + weights_sha256 (or files)")
+    if not (raw.get("weights_sha256") and raw.get("weights_file")) and not raw.get("files") \
+            and not raw.get("members"):
+        missing.append("weights_file + weights_sha256 (or files, or the member models of a fusion)")
     if declared != kind or declared not in CARD_KINDS or missing:
         problem = f"declares kind {declared!r}, expected {kind!r}" if declared != kind else f"lacks {', '.join(missing)}"
         raise ModelError(f"model card {path}: {problem}")

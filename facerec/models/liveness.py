@@ -23,7 +23,6 @@ This module sits in the models layer: it takes a detection as any object with a 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import threading
@@ -36,7 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facerec.models.base import WEIGHTS_ROOT
+from facerec.models.base import WEIGHTS_ROOT, read_card, verify_weights
 
 LIVENESS_FOLDER = WEIGHTS_ROOT / "liveness"
 
@@ -288,7 +287,7 @@ class LivenessCard:
 
     @classmethod
     def load(cls, folder: Path) -> "LivenessCard":
-        raw = json.loads((Path(folder) / "model.json").read_text())
+        raw = read_card(Path(folder) / "model.json", "liveness")
         known = set(cls.__dataclass_fields__)
         extra = {k: raw.pop(k) for k in list(raw) if k not in known}
         return cls(extra={**raw.pop("extra", {}), **extra}, **raw)
@@ -383,11 +382,7 @@ class LivenessModel:
 
 
 def _checked_weights(path: Path, sha256: str) -> bytes:
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != sha256:
-        raise ValueError(f"{path}: sha256 {digest} differs from model.json's {sha256}")
-    return data
+    return verify_weights(path, sha256, path.parent.name).read_bytes()
 
 
 def _paired(rgb_frames: Sequence[np.ndarray] | np.ndarray, detections: Sequence[Any]) -> Sequence[np.ndarray]:
