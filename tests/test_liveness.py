@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facerec.errors import ModelError
+
 from facerec.decisions.liveness_metrics import (
     acer,
     apcer_bpcer,
@@ -140,7 +142,7 @@ def test_model_refuses_a_tampered_weights_file(tmp_path: Path):
     raw["weights_sha256"] = "0" * 64
     (tmp_path / "model.json").write_text(json.dumps(raw))
     model = LivenessModel(tmp_path)
-    with pytest.raises(ValueError, match="sha256"):
+    with pytest.raises(ModelError, match="sha256"):
         model.score(np.zeros((120, 160, 3), np.uint8), [40, 30, 100, 90])
 
 
