@@ -46,6 +46,7 @@ app.add_typer(index_app, name="index")
 app.add_typer(db_app, name="db")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(liveness_app, name="liveness")
+app.command("kiosk")(__import__("facerec.cli.kiosk", fromlist=["kiosk"]).kiosk)  # issue 18: door-access loop
 
 out = Console()
 err = Console(stderr=True)
