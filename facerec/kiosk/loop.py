@@ -269,6 +269,12 @@ class Kiosk:
             log.error("visit %s: audit event not written (%s); not unlocking", visit.track_id, exc)
             payload.update(unlock=False, decision=DENY, reason="audit_failed")
             unlock, outcome = False, "audit_failed"
+        self.diagnostics.decisions[outcome] += 1
+        if outcome != "cooldown" and self.dispatcher is not None:
+            self.dispatcher.dispatch(payload)
+        if self.on_decision is not None:
+            self.on_decision(payload)
+        log.info("visit %s: %s %s", visit.track_id, outcome, verdict.name if unlock else "")
         if unlock:
             self.last_grant[verdict.name] = now
             self.denials = 0
@@ -276,12 +282,6 @@ class Kiosk:
             self.denials += 1
             if self.denials >= self.policy.lockout_after:
                 self._lock_out(now)
-        self.diagnostics.decisions[outcome] += 1
-        if outcome != "cooldown" and self.dispatcher is not None:
-            self.dispatcher.dispatch(payload)
-        if self.on_decision is not None:
-            self.on_decision(payload)
-        log.info("visit %s: %s %s", visit.track_id, outcome, verdict.name if unlock else "")
         return payload
 
     def _payload(self, visit: Visit, verdict: Verdict, frame: Frame, started: float, unlock: bool,

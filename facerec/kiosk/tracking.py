@@ -42,7 +42,11 @@ class Tracker:
 
     def update(self, detections: list, now: float) -> tuple[list[int], list[Track]]:
         """Assign each detection (anything with `box` and `landmarks`) a track id; returns the ids in
-        detection order and the tracks that ended (not seen for `max_age_s`)."""
+        detection order and the tracks that ended (not seen for `max_age_s`: ended before matching, so a
+        face after a gap is a new visit even on the same spot)."""
+        ended = [t for t in self.tracks.values() if now - t.last_seen > self.max_age_s]
+        for t in ended:
+            del self.tracks[t.id]
         pairs = []
         for di, det in enumerate(detections):
             for tid, track in self.tracks.items():
@@ -64,9 +68,6 @@ class Tracker:
             track = self.tracks[ids[di]]
             track.box, track.landmarks, track.last_seen = det.box, det.landmarks, now
             track.hits += 1
-        ended = [t for t in self.tracks.values() if now - t.last_seen > self.max_age_s]
-        for t in ended:
-            del self.tracks[t.id]
         return [int(i) for i in ids], ended
 
     def end_all(self) -> list[Track]:
