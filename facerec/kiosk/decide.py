@@ -129,8 +129,6 @@ class Visit:
     votes: deque = field(default_factory=deque)
     frames_seen: int = 0
     frames_good: int = 0
-    last_frame: int = -1
-    sizes: list[float] = field(default_factory=list)
     active: ActiveCheck | None = None
 
 

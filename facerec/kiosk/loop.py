@@ -36,6 +36,8 @@ log = logging.getLogger("facerec.kiosk")
 
 # Denials that count towards the lockout: someone was looked at and refused (not "left" or "low_quality").
 PROBING_REASONS = {"unknown", "spoof", "no_consensus", "active_check"}
+# How often the threshold in force is re-read from the store (one query) while faces are being identified.
+POINT_REFRESH_S = 1.0
 
 
 class KioskError(FacerecError):
@@ -85,6 +87,7 @@ class Kiosk:
         self.timings: list[dict[str, float]] | None = [] if collect_timings else None
         self._evidence: dict[int, np.ndarray] = {}
         self.point = engine.operating_point("identification")
+        self._point_read = -np.inf
         if not calibrated_for_identification(self.point.source):
             if not allow_uncalibrated:
                 raise KioskError(
@@ -125,7 +128,7 @@ class Kiosk:
                     self._end_visit(track.id, "stopped" if stop.is_set() else "left", last, time.perf_counter())
             if self.dispatcher is not None:
                 self.dispatcher.close()
-            summary = self.diagnostics.to_dict()
+            summary = self.diagnostics.to_dict() | self.source.health()
             try:
                 self.engine.record("kiosk_session", "ended", details={"diagnostics": summary})
             except Exception as exc:
@@ -180,7 +183,6 @@ class Kiosk:
                 visit = self.visits[tid] = Visit(tid, frame.t, frame.id, deque(maxlen=self.policy.n),
                                                  active=self.active_check() if self.active_check else None)
             visit.frames_seen += 1
-            visit.last_frame = frame.id
             if tid in self.decided:
                 continue  # decided: the person standing on does not vote again until they leave
             if visit.active is not None:
@@ -201,7 +203,8 @@ class Kiosk:
             else:
                 good.append((visit, face))
         if good:
-            self.point = self.engine.operating_point("identification")  # a new calibration applies at once
+            if frame.t - self._point_read >= POINT_REFRESH_S:  # a new calibration applies within a second
+                self.point, self._point_read = self.engine.operating_point("identification"), frame.t
             identified = self.engine.identify_faces([f for _, f in good], top_k=2, point=self.point)
             lap("identify")
             for (visit, face), found in zip(good, identified):

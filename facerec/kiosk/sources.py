@@ -35,11 +35,12 @@ class Frame:
 
 
 class FrameSource:
-    """Iterate `frames()`; `close()` stops a grabber thread. `live` sources drop frames, replays never do."""
+    """Iterate `frames()`; `close()` stops a grabber thread. Live sources drop frames, replays never do."""
 
-    live = False
     name = "source"
     _stop: threading.Event
+    _slot: "_Newest | None" = None
+    reconnects = 0
 
     def frames(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -50,6 +51,10 @@ class FrameSource:
 
     def close(self) -> None:
         self.interrupt()
+
+    def health(self) -> dict:
+        """For the diagnostics: frames dropped to stay on the newest one, and reconnections."""
+        return {"frames_dropped": self._slot.dropped if self._slot is not None else 0, "reconnects": self.reconnects}
 
 
 def open_source(spec: str, fps: float | None = None, as_camera: bool = False,
@@ -128,10 +133,10 @@ class FolderSource(FrameSource):
             raise InputPathError(f"{folder}: no frames ({', '.join(sorted(IMAGE_SUFFIXES))})")
         if as_camera and not fps:
             raise InputPathError("playing a folder as a camera needs --fps")
-        self.fps, self.live, self.name = fps, as_camera, folder.name
+        self.fps, self.as_camera, self.name = fps, as_camera, folder.name
         self.clock_fps, self.visit_gap_s = fps or clock_fps, visit_gap_s
         self._stop = threading.Event()
-        self._slot = _Newest()
+        self._slot = _Newest() if as_camera else None
         self._thread: threading.Thread | None = None
 
     def _read(self, path: Path) -> np.ndarray | None:
@@ -150,7 +155,7 @@ class FolderSource(FrameSource):
         return times
 
     def frames(self) -> Iterator[Frame]:
-        if self.live:
+        if self.as_camera:
             yield from self._as_camera()
             return
         wall0 = time.monotonic()
@@ -221,8 +226,6 @@ class VideoFileSource(FrameSource):
 
 class LiveSource(FrameSource):
     """A camera or stream read by a grabber thread that keeps only the newest frame; reconnects with back-off."""
-
-    live = True
 
     def __init__(self, target: int | str, name: str, reconnect_max_s: float = 30.0) -> None:
         self.target, self.name = target, name

@@ -18,7 +18,6 @@ class Track:
     box: np.ndarray
     landmarks: np.ndarray
     last_seen: float
-    hits: int = 1
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -63,11 +62,10 @@ class Tracker:
         for di, det in enumerate(detections):
             if ids[di] is None:
                 ids[di] = self._next
-                self.tracks[self._next] = Track(self._next, det.box, det.landmarks, now, hits=0)
+                self.tracks[self._next] = Track(self._next, det.box, det.landmarks, now)
                 self._next += 1
             track = self.tracks[ids[di]]
             track.box, track.landmarks, track.last_seen = det.box, det.landmarks, now
-            track.hits += 1
         return [int(i) for i in ids], ended
 
     def end_all(self) -> list[Track]:

@@ -97,7 +97,7 @@ class YuNetDetector:
                 self._onet = ONet(pretrained=True).eval()
         h, w = rgb.shape[:2]
         with torch.inference_mode():
-            img = torch.as_tensor(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()
+            img = torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)  # a writable copy
             b = rerec(torch.as_tensor(boxes, dtype=torch.float32).clone())
             y, ey, x, ex = pad(b, w, h)
             crops = torch.cat([imresample(img[:, y[k] - 1:ey[k], x[k] - 1:ex[k]].unsqueeze(0), (48, 48))
