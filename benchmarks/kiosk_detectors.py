@@ -1,7 +1,7 @@
 """Faster face detectors against MTCNN for the kiosk: face recall, landmark error, embedding change, time.
 
     .venv/bin/python benchmarks/kiosk_detectors.py --lfw ../shared/data/faces/lfw --nuaa ../shared/data/liveness/nuaa \
-        --lfw-n 600 --json benchmarks/results/kiosk_detectors.json
+        --lfw-n 600 --nuaa-n 240 --json benchmarks/results/kiosk_detectors.json
 
 Reference: MTCNN (facenet-pytorch, min face 20, score >= 0.9), the subject face of each image (largest).
 For each candidate detector (YuNet via cv2.FaceDetectorYN at full and half resolution, at its declared score
@@ -115,12 +115,14 @@ def main() -> None:
     ap.add_argument("--lfw", type=Path, required=True)
     ap.add_argument("--nuaa", type=Path, required=True)
     ap.add_argument("--lfw-n", type=int, default=600, help="LFW images, spread evenly over the sorted list")
+    ap.add_argument("--nuaa-n", type=int, default=855, help="NUAA frames, spread evenly over the sorted list")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     pipeline = evaluation_pipeline()
     lfw = image_files(args.lfw, recursive=True)
     lfw = lfw[:: max(1, len(lfw) // args.lfw_n)][: args.lfw_n]
     nuaa = image_files(args.nuaa, recursive=True)
+    nuaa = nuaa[:: max(1, len(nuaa) // args.nuaa_n)][: args.nuaa_n]
     rows = run_set("lfw", lfw, pipeline) + run_set("nuaa", nuaa, pipeline)
     if args.json:
         args.json.write_text(json.dumps({"date": datetime.now().isoformat(timespec="minutes"),

@@ -17,13 +17,14 @@ import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, need, run_cli
 from facerec.api import AuditPolicy, FaceRec, Settings
-from facerec.kiosk.actions import CommandAction, Dispatcher, MqttAction
+from facerec.kiosk.actions import CommandAction, Dispatcher, HttpAction, MqttAction
 from facerec.kiosk.decide import Visit, VisitPolicy, Vote, judge
 from facerec.kiosk.loop import Kiosk, KioskError
 from facerec.kiosk.sources import FolderSource
@@ -86,6 +87,26 @@ def broker():
 
 
 @pytest.fixture(scope="module")
+def door_controller():
+    """A real HTTP server on loopback that records the JSON bodies POSTed to it."""
+    bodies: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/door", bodies
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
 def site(tmp_path_factory, data_dir: Path):
     """The gallery, its identification calibration, and the visit folders."""
     lfw, nuaa = data_dir / "faces" / "lfw", data_dir / "liveness" / "nuaa"
@@ -118,7 +139,7 @@ def site(tmp_path_factory, data_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def replay(site, broker):
+def replay(site, broker, door_controller):
     """One kiosk run over the five visits, with MQTT and command actions; removes the first person (in a
     second process) as soon as they are granted."""
     import paho.mqtt.client as mqtt
@@ -134,8 +155,9 @@ def replay(site, broker):
     assert subscribed.wait(10)
     out_file = site["root"] / "command_out.jsonl"
     script = f"import sys; open({str(out_file)!r}, 'a').write(sys.stdin.read().strip() + '\\n')"
+    url, posted = door_controller
     actions = [MqttAction(f"mqtt://127.0.0.1:{broker}", "door1", timeout_s=5),
-               CommandAction(f"{sys.executable} -c \"{script}\"", timeout_s=30)]
+               CommandAction(f"{sys.executable} -c \"{script}\"", timeout_s=30), HttpAction(url, timeout_s=5)]
     decisions: list[dict] = []
     removal: list[subprocess.CompletedProcess] = []
 
@@ -158,7 +180,7 @@ def replay(site, broker):
     engine.close()
     commands = [json.loads(line) for line in out_file.read_text().splitlines()] if out_file.exists() else []
     return {"decisions": decisions, "summary": summary, "mqtt": received, "commands": commands,
-            "removal": removal, "audit": audit}
+            "posted": list(posted), "removal": removal, "audit": audit}
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +234,7 @@ def test_live_nuaa_subject_is_granted(nuaa_replay):
 
 
 @pytest.mark.skip(reason="needs the MiniFASNet liveness model of issue 17: with the current texture model one of "
-                         "the three session-03 printed-photo visits of subject 0004 was granted (mean P(live) 0.92)")
+                         "the three session-03 printed-photo visits of subject 0004 was granted (run of 2026-11-30)")
 def test_printed_photo_of_enrolled_subject_is_denied_as_spoof(nuaa_replay):
     _, prints = _nuaa_decisions(nuaa_replay)
     assert prints, "no decision about the printed photos"
@@ -226,6 +248,7 @@ def test_actions_and_audit_hold_every_decision(replay, nuaa_replay):
     by_id = lambda items: sorted(items, key=lambda d: d["visit"])  # noqa: E731 (actions run concurrently)
     assert by_id(replay["mqtt"]) == by_id(decisions)  # the broker delivered each decision's exact JSON
     assert by_id(replay["commands"]) == by_id(decisions)  # the command got each decision on stdin
+    assert by_id(replay["posted"]) == by_id(decisions)  # and the HTTP door controller each as a POST body
     events = [e for e in nuaa_replay["audit"] if e["action"] == "kiosk"]  # the later run's audit has both
     every = decisions + _by_visit(nuaa_replay)
     assert len(events) == len(every)  # one audit event per visit decision, not per frame
@@ -252,8 +275,9 @@ def test_lockout_after_repeated_denials(site):
                     on_decision=events.append).run()
     engine.close()
     assert [e["event"] for e in events] == ["decision", "lockout"]
-    # skipped: the first visit's 4th frame (after its decision) and all 4 of the second visit
-    assert summary["frames_skipped_locked"] == 5 and summary["decisions"] == {"unknown": 1}
+    # skipped: the first visit's frames after its decision and all 4 of the second visit
+    assert summary["frames_skipped_locked"] == 8 - (events[0]["decided_at_frame"] + 1) >= 4
+    assert summary["decisions"] == {"unknown": 1}
 
 
 def test_cooldown_and_judge_rules():
@@ -342,3 +366,37 @@ def test_live_source_keeps_newest_frame_and_reconnects(site, tmp_path, caplog):
     assert source.reconnects >= 2 and "stream dropped; reconnecting" in caplog.text and "reconnected" in caplog.text
     assert source.health()["frames_dropped"] > 0  # the grabber outran the loop: old frames were skipped
     assert all(b.id > a.id for a, b in zip(got, got[1:]))  # never an older frame after a newer one
+
+
+def test_cooldown_evidence_and_diagnostics(site, tmp_path):
+    """The same person twice within the cooldown: one unlock, the second visit "ignored" (no action); the
+    deciding frames saved only because --save-evidence is given; diagnostics count both visits."""
+    live = next(p for p in site["nuaa"].iterdir() if p.name.startswith("1_live"))
+    visits = tmp_path / "twice"
+    for i in (1, 2):
+        shutil.copytree(live, visits / f"{i}", symlinks=True)
+    engine = FaceRec(Settings.resolve(db=site["db"]), audit=AuditPolicy.PER_JOB)
+    events: list[dict] = []
+    summary = Kiosk(engine, FolderSource(visits), "door4", liveness=False, on_decision=events.append,
+                    evidence_dir=tmp_path / "evidence").run()
+    engine.close()
+    subject = [e for e in events if e["candidate"] == "nuaa_" + NUAA_SUBJECT]
+    assert [(e["decision"], e["unlock"], e["reason"]) for e in subject] == [("grant", True, ""),
+                                                                          ("ignored", False, "cooldown")]
+    saved = sorted((tmp_path / "evidence" / "door4").glob("*.jpg"))
+    assert sorted(Path(e["evidence"]) for e in events) == saved  # one deciding frame per decision, no more
+    assert summary["visits"] >= 2 and summary["usable_visit_share"] > 0
+    assert sum(summary["face_size_histogram"].values()) >= 30  # every detected face is counted by size
+
+
+def test_refuses_a_threshold_not_calibrated_for_identification(site, tmp_path):
+    """A fresh gallery has only the model's default (1:1) threshold: the kiosk will not run on it unless told,
+    and then stops at --max-frames."""
+    engine = FaceRec(Settings.resolve(db=f"sqlite:///{tmp_path / 'fresh.db'}"), audit=AuditPolicy.PER_JOB)
+    engine.enroll("nuaa_" + NUAA_SUBJECT, [sorted(site["nuaa"].rglob("*.jpg"))[0]])
+    with pytest.raises(KioskError, match="calibrate-identification"):
+        Kiosk(engine, FolderSource(site["visits"]), "door5", liveness=False)
+    summary = Kiosk(engine, FolderSource(site["visits"]), "door5", liveness=False, allow_uncalibrated=True).run(
+        max_frames=2)
+    engine.close()
+    assert summary["frames"] == 2

@@ -43,6 +43,8 @@ POINT_REFRESH_S = 1.0
 class KioskError(FacerecError):
     """The kiosk cannot start safely (uncalibrated threshold, liveness required but unavailable, ...)."""
 
+    code = "kiosk_unsafe"
+
 
 def calibrated_for_identification(source: str) -> bool:
     """Whether a threshold's source is a stored `calibrate-identification` record (not 1:1, not a default)."""
@@ -92,7 +94,7 @@ class Kiosk:
             if not allow_uncalibrated:
                 raise KioskError(
                     f"no identification calibration for this gallery (threshold in force: {self.point.source}); "
-                    "run `facerec calibrate-identification UNKNOWNS_DIR --fpir 0.001` first")
+                    "run `facerec calibrate-identification UNKNOWNS_DIR --fpir 0.01` first")
             log.warning("kiosk runs on an uncalibrated 1:K threshold %.3f (%s)", self.point.threshold,
                         self.point.source)
         self.live_threshold = self._load_liveness() if liveness or require_liveness else None
