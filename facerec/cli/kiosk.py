@@ -6,7 +6,6 @@ Parsing, printing and signal handling only; the loop and its safety rules are `f
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import signal
@@ -77,7 +76,6 @@ def kiosk(
                      dispatcher=Dispatcher(actions) if actions else None,
                      on_decision=lambda d: _print_decision(d, as_json), evidence_dir=save_evidence,
                      on_frame=show.draw if show else None)
-        logging.getLogger("facerec").setLevel(logging.INFO if not as_json else logging.WARNING)
         stop = threading.Event()
 
         def _stop(signum, _frame) -> None:

@@ -254,11 +254,13 @@ class LiveSource(FrameSource):
                 continue
             if self.reconnects or next_id:
                 log.warning("%s: reconnected", self.name)
-            delay = 0.5
+            first = next_id
             while not self._stop.is_set():
                 ok, bgr = cap.read()
                 if not ok:
                     break
+                if next_id == first:
+                    delay = 0.5  # back-off restarts only once frames flow (not on an open that yields none)
                 frame = Frame(next_id, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.monotonic(),
                               f"{self.name}#{next_id}")
                 next_id += 1
