@@ -400,3 +400,34 @@ def test_refuses_a_threshold_not_calibrated_for_identification(site, tmp_path):
         max_frames=2)
     engine.close()
     assert summary["frames"] == 2
+
+
+def test_active_check_plugs_into_the_visit(site):
+    """An active check (the head-turn challenge's interface) is fed the track's landmarks every frame; the
+    visit is granted only once it has passed, even though identity agreed earlier."""
+
+    class AfterFrames:  # passes after it has seen four frames of the face: enough to prove the plumbing
+        def __init__(self) -> None:
+            self.passed: bool | None = None
+            self.seen: list[tuple[int, tuple]] = []
+
+        def update(self, landmarks, frame_id: int) -> None:
+            self.seen.append((frame_id, landmarks.shape))
+            if len(self.seen) >= 4:
+                self.passed = True
+
+    checks: list[AfterFrames] = []
+
+    def factory() -> AfterFrames:
+        checks.append(AfterFrames())
+        return checks[-1]
+
+    live = next(p for p in site["nuaa"].iterdir() if p.name.startswith("1_live"))
+    engine = FaceRec(Settings.resolve(db=site["db"]), audit=AuditPolicy.PER_JOB)
+    events: list[dict] = []
+    Kiosk(engine, FolderSource(live), "door6", liveness=False, active_check=factory, on_decision=events.append).run()
+    engine.close()
+    grant = next(e for e in events if e["unlock"])
+    check = next(c for c in checks if c.passed)
+    assert grant["active_check"] is True and grant["decided_at_frame"] == check.seen[3][0]
+    assert all(shape == (5, 2) for _, shape in check.seen)
