@@ -545,6 +545,37 @@ class FaceRec:
         return AuditEntry(action, outcome, person_name=person_name, score=score, threshold=threshold,
                           model_id=self.card.id, details={**(details or {}), "actor": self.actor})
 
+    # --- frames of a stream (the kiosk detects, tracks and decides over many frames itself) -------------
+    def detect_frame(self, rgb: np.ndarray, detector: str = "mtcnn") -> list:
+        """Faces (detections) in one decoded RGB frame, largest first, by one of `FRAME_DETECTORS`:
+        "mtcnn" (the pipeline's own, min face size from settings), "yunet" / "yunet-half" (YuNet on the
+        frame at full / half resolution: door faces are large), "+onet" (landmarks from MTCNN's O-Net on
+        YuNet's boxes, as at enrollment)."""
+        from facerec.face.detect import detect_faces
+
+        if detector == "mtcnn":
+            return self.pipeline.detect(rgb)
+        if detector not in FRAME_DETECTORS:
+            raise FacerecError(f"unknown detector {detector!r} (choose from {', '.join(FRAME_DETECTORS)})")
+        cache = self.__dict__.setdefault("_frame_detectors", {})  # built on first use, like the other parts
+        found = cache.get(detector)
+        if found is None:
+            from facerec.models.yunet import YuNetDetector
+
+            found = cache[detector] = YuNetDetector(scale=0.5 if "half" in detector else 1.0,
+                                                    refine=detector.endswith("+onet"))
+        return detect_faces(found, rgb, found.min_score, self.settings.min_face_size)
+
+    def faces_in_frame(self, rgb: np.ndarray, detections: Sequence) -> list[Face]:
+        """Align, embed (one batch) and quality-assess already-detected faces of one frame."""
+        return self.pipeline.faces_in(rgb, list(detections))
+
+    def record_decision(self, action: str, outcome: str, person_name: str | None, score: float | None,
+                        threshold: float | None, details: dict) -> None:
+        """One audit event for a decision a front end reached over many frames (a kiosk's visit)."""
+        self.store.audit(self._entry(action, outcome, person_name=person_name, score=score, threshold=threshold,
+                                     details=details))
+
 
     # --- verbs of the HTTP service (facerec.service) ------------------------------------------------
     @property
@@ -691,6 +722,10 @@ class Comparison:
                 "threshold": self.threshold, "threshold_source": self.threshold_source,
                 "face_a": self.face_a.to_dict(), "face_b": self.face_b.to_dict(),
                 "liveness": self.liveness.to_dict() if self.liveness else None, "reason": self.reason}
+
+# Detectors a stream front end may pick per frame (`FaceRec.detect_frame`); accuracy in BENCHMARKS.md.
+FRAME_DETECTORS = ("mtcnn", "yunet", "yunet-half", "yunet+onet", "yunet-half+onet")
+
 
 # --- module-level verbs that need no gallery -----------------------------------------------------
 def models() -> list[ModelCard]:

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from facerec.cli.serve import serve_app
+from facerec.cli.kiosk import kiosk as kiosk_command
 from facerec.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
@@ -48,6 +49,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(liveness_app, name="liveness")
 app.add_typer(serve_app, name="serve")
+app.command("kiosk")(kiosk_command)
 
 out = Console()
 err = Console(stderr=True)
