@@ -24,7 +24,11 @@ ImageInput = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
 # File suffixes treated as photos when scanning folders (decoding still checks the real format).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"})
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF", "PPM", "MPO"})
-DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: larger than any camera frame, far below a bomb (Settings.max_pixels)
+DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: larger than any camera frame, far below a bomb (evaluation tools)
+# What the engine accepts for enroll / verify / identify / uploads (Settings.max_pixels, FACEREC_MAX_PIXELS):
+# detection on a 49 MP frame took 52 s and 3.1 GB here (SECURITY.md); 16 MP holds a 12 MP phone photo
+# (4032x3024) and a 4K frame (8.3 MP) and keeps one request near 1 GB. Refused from the header, before decoding.
+FACE_MAX_PIXELS = 16_000_000
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
