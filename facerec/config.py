@@ -112,7 +112,7 @@ def normalise_db_url(url: str) -> str:
     (`sqlite:/x.db` must not silently become a folder named 'sqlite:')."""
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:(?!//)", url):
         raise DatabaseError(f"malformed database URL {url!r}: expected SCHEME://..., e.g. sqlite:///relative.db "
-                            f"or sqlite:////absolute/path.db (a plain file path also works; ./{url} for a file)")
+                            f"or sqlite:////absolute/path.db (a plain file path also works)")
     if "://" not in url:
         return f"sqlite:///{Path(url).expanduser().resolve()}"
     return url

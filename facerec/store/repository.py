@@ -194,7 +194,8 @@ class Store:
         except DatabaseError:
             raise
         except DBAPIError as exc:
-            raise DatabaseError(f"cannot use database {redact(self.url)}: {_first_line(exc)}") from None
+            hint = " (SQLite writes the file and, for its log, its folder)" if "readonly" in _first_line(exc) else ""
+            raise DatabaseError(f"cannot use database {redact(self.url)}: {_first_line(exc)}{hint}") from None
         except SQLAlchemyError as exc:
             raise DatabaseError(f"database {redact(self.url)}: {_first_line(exc)}") from None
 
