@@ -83,6 +83,7 @@ def test_processes_enrolling_into_a_new_sqlite_database(tmp_path):
     check(url, run_writers(url, str(tmp_path / "new" / "facerec.db.faiss")))
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_processes_enrolling_into_a_new_postgresql_database(pg_url, tmp_path):
     check(pg_url, run_writers(pg_url, str(tmp_path / "i.faiss")))
