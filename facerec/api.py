@@ -40,7 +40,7 @@ from facerec.errors import DuplicateIdentityError, FacerecError, InputPathError,
 from facerec.face.pipeline import Face, FacePipeline, ImageFaces
 from facerec.face.quality import QualityReport
 from facerec.gallery import Gallery, Match
-from facerec.io.images import ImageInput, check_file, image_files, sha256_file
+from facerec.io.images import ImageInput, check_file, check_image, image_files, sha256_file
 from facerec.models.base import ModelCard
 from facerec.models.liveness import LivenessDecision, LivenessModel, get_liveness_model
 from facerec.models.registry import available_models, get_model, model_card
@@ -328,6 +328,7 @@ class FaceRec:
     def _prepare(self, batch: "_EnrollBatch", path: Path, force: bool, allow_duplicate: bool,
                  choose_subject: bool) -> None:
         """Detect, quality-check and duplicate-check one photo; add its template to the batch."""
+        check_image(path, self.settings.max_pixels)  # from the header: a bomb is refused before the model loads
         digest = sha256_file(path)
         if digest in batch.known or digest in batch.seen:
             batch.skipped += 1
@@ -380,6 +381,7 @@ class FaceRec:
         gallery = self.store.templates(self.card.id, name=name)
         if len(gallery.ids) == 0:
             raise UnknownPersonError(f"unknown person {name!r} (see `facerec list`)")
+        check_image(image, self.settings.max_pixels)
         analysed = self.pipeline.analyse(image)
         face = analysed.subject(_label(image), choose_subject)
         score = float(np.max(self.scorer.score(gallery.embeddings, face.embedding[None])))
@@ -396,6 +398,7 @@ class FaceRec:
 
     def identify(self, image: ImageInput, top_k: int = 1, liveness: bool = False) -> IdentifyResult:
         """1:K open-set: every face in `image` with its best enrolled match, or "unknown" below threshold."""
+        check_image(image, self.settings.max_pixels)
         analysed = self.pipeline.analyse(image)
         point = self.operating_point(IDENTIFICATION)
         faces = self.identify_faces(analysed.faces, top_k, frame=analysed.rgb if liveness else None,

@@ -97,12 +97,6 @@ class DatabaseUnavailableError(DatabaseError):
     exit_code = EXIT_TEMPORARY
 
 
-class AuditChainError(DatabaseError):
-    """The audit log's hash chain does not verify: events were edited, deleted or inserted."""
-
-    code = "audit_tampered"
-
-
 class TemplateKeyError(FacerecError):
     """Template encryption: a missing, unreadable or wrong key file, or templates sealed with another key."""
 

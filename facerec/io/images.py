@@ -82,7 +82,20 @@ def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
     return _decode(path, str(path), max_pixels)
 
 
-def _decode(fp, name: str, limit: int) -> np.ndarray:
+def check_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse an unsupported format or too many pixels from the file's header alone (no decoding): cheap
+    enough to run on every photo before a face model is even loaded."""
+    if isinstance(source, (np.ndarray, Image.Image)):
+        return
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("<upload>: empty image (0 bytes)")
+        return _decode(io.BytesIO(bytes(source)), "<upload>", max_pixels, header_only=True)
+    path = check_file(source)
+    _decode(path, str(path), max_pixels, header_only=True)
+
+
+def _decode(fp, name: str, limit: int, header_only: bool = False) -> np.ndarray | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -95,6 +108,8 @@ def _decode(fp, name: str, limit: int) -> np.ndarray:
                         f"{name}: image too large ({width}x{height} = {width * height:,} pixels > "
                         f"{limit:,}; raise FACEREC_MAX_PIXELS if this is intended)"
                     )
+                if header_only:
+                    return None
                 im.load()
                 return _pil_to_rgb(im, name=name)
     except UnidentifiedImageError:
