@@ -99,8 +99,7 @@ class Settings:
             max_pixels=int(_env_number("FACEREC_MAX_PIXELS", FACE_MAX_PIXELS, int)),
             torch_threads=int(_env_number("FACEREC_TORCH_THREADS", 1, int)),
             home=home,
-            key_file=Path(key_file or os.environ["FACEREC_KEY_FILE"]).expanduser()
-            if key_file or os.environ.get("FACEREC_KEY_FILE") else None,
+            key_file=Path(key).expanduser() if (key := key_file or os.environ.get("FACEREC_KEY_FILE")) else None,
         )
 
     def with_(self, **changes) -> "Settings":

@@ -17,7 +17,13 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from facerec.errors import DatabaseError, DatabaseUnavailableError, ModelMismatchError, UnknownPersonError
+from facerec.errors import (
+    DatabaseError,
+    DatabaseUnavailableError,
+    ModelMismatchError,
+    TemplateKeyError,
+    UnknownPersonError,
+)
 from facerec.io.files import private_dir, private_file
 from facerec.store import migrate
 from facerec.store.audit_chain import (
@@ -442,8 +448,6 @@ class Store:
         if sealed_with is None:
             return blob
         if self.cipher is None:
-            from facerec.errors import TemplateKeyError
-
             raise TemplateKeyError(f"templates in {redact(self.url)} are sealed with key {sealed_with}: "
                                    f"set FACEREC_KEY_FILE (or --key-file) to that key file")
         return self.cipher.open(blob, sealed_with, template_context(person, model_id, source_sha256))
