@@ -56,21 +56,23 @@ def test_audit_verify_command(tmp_path):
     assert "TAMPERED" in bad.stdout and "event 1: edited" in bad.stdout and "head mismatch" in bad.stdout
 
 
-def test_migration_chains_events_written_before_it(tmp_path):
+def test_migration_chains_events_written_before_it(db_url):
     """A database at revision 0003 with audit events: 0004 chains them, and edits are found from then on."""
     from facerec.store import Store, migrate
 
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+    url = db_url
     engine = create_engine(url)
     migrate.upgrade(engine, "0003")
     raw(url, "insert into audit_log (at, action, outcome, details) values ('2026-01-01 10:00:00.000000', 'enroll', "
              "'enrolled', '{\"images\": [\"a.jpg\"]}')",
         "insert into audit_log (at, action, outcome, score, details) values ('2026-01-02 10:00:00.000000', "
         "'verify', 'match', 0.75, '{}')")
-    store = Store.open(url)
+    store = Store.open(url, auto_migrate=True)
     assert store.verify_audit().intact and store.verify_audit().events == 2
     raw(url, "update audit_log set score = 0.99 where id = 2")
     assert [p["problem"] for p in store.verify_audit().problems] == ["edited"]
+    engine.dispose()
+    store.close()
 
 
 # --- templates at rest ----------------------------------------------------------------------------------
