@@ -137,7 +137,7 @@ def test_cli_arguments_never_crash(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     findings = []
 
-    @FUZZ
+    @settings(FUZZ, max_examples=200)  # each case is a whole CLI run in this process
     @given(args=st.lists(st.one_of(st.sampled_from(TOKENS), st.text(max_size=12)), max_size=6))
     def check(args: list[str]) -> None:
         if {"enroll", "identify"} & set(args) and "--help" not in args:
