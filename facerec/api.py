@@ -42,12 +42,13 @@ from facerec.errors import DuplicateIdentityError, FacerecError, InputPathError,
 from facerec.face.pipeline import Face, FacePipeline, ImageFaces
 from facerec.face.quality import QualityReport
 from facerec.gallery import Gallery, Match
-from facerec.io.images import ImageInput, check_file, image_files, sha256_file
+from facerec.io.images import ImageInput, check_file, check_image, image_files, sha256_file
 from facerec.models.base import ModelCard
 from facerec.models.liveness import LivenessDecision, LivenessModel, get_liveness_model
 from facerec.models.registry import available_models, get_model, model_card
 from facerec.names import validate_name
 from facerec.store import AuditEntry, NewTemplate, PersonSummary, Store
+from facerec.store.crypto import TemplateCipher, read_key_file, write_key_file
 from facerec.store.keys import KeyInfo, KeyRing
 from facerec.store.people import audit_query, remove_template, rename_person, template_ids_by_source
 from facerec.store.repository import redact
@@ -237,10 +238,12 @@ class FaceRec:
     @property
     def gallery(self) -> Gallery:
         if self._gallery is None:
-            store = Store.open(self.settings.db_url)
+            cipher = TemplateCipher.from_file(self.settings.key_file) if self.settings.key_file else None
+            store = Store.open(self.settings.db_url, cipher=cipher)
             store.bind_model(self.card.id)
+            # sealed templates: the index (every embedding in the clear) stays in memory, never on disk
             self._gallery = Gallery(store, self.card.id, self.card.embedding_dim, self.settings.index_path,
-                                    self.settings.index_kind)
+                                    self.settings.index_kind, persist=cipher is None)
         return self._gallery
 
     @property
@@ -334,6 +337,7 @@ class FaceRec:
     def _prepare_image(self, batch: "_EnrollBatch", label: str, digest: str, image: ImageInput, force: bool,
                        allow_duplicate: bool, choose_subject: bool) -> None:
         """`_prepare` for any image input (a file, an upload's bytes), named `label` in errors and the store."""
+        check_image(image, self.settings.max_pixels)  # from the header: a bomb is refused before the model loads
         if digest in batch.known or digest in batch.seen:
             batch.skipped += 1
             return
@@ -385,6 +389,7 @@ class FaceRec:
         gallery = self.store.templates(self.card.id, name=name)
         if len(gallery.ids) == 0:
             raise UnknownPersonError(f"unknown person {name!r} (see `facerec list`)")
+        check_image(image, self.settings.max_pixels)
         analysed = self.pipeline.analyse(image)
         face = analysed.subject(_label(image), choose_subject)
         score = float(np.max(self.scorer.score(gallery.embeddings, face.embedding[None])))
@@ -401,6 +406,7 @@ class FaceRec:
 
     def identify(self, image: ImageInput, top_k: int = 1, liveness: bool = False) -> IdentifyResult:
         """1:K open-set: every face in `image` with its best enrolled match, or "unknown" below threshold."""
+        check_image(image, self.settings.max_pixels)
         analysed = self.pipeline.analyse(image)
         point = self.operating_point(IDENTIFICATION)
         faces = self.identify_faces(analysed.faces, top_k, frame=analysed.rgb if liveness else None,
@@ -539,6 +545,41 @@ class FaceRec:
     def record(self, action: str, outcome: str, details: dict | None = None) -> None:
         """Write one audit event of the caller's own (a batch job's summary under `AuditPolicy.PER_JOB`)."""
         self.store.audit(self._entry(action, outcome, details=details))
+
+    # --- security (issue 16) ----------------------------------------------------------------------
+    def erase(self, name: str) -> "EraseResult":
+        """Remove a person and every trace facerec keeps of their face: templates, index entries, index
+        temporaries, whatever registered erasers hold (evidence crops, batch results), and deleted database
+        pages. The audit trail keeps the name and the counts, never biometric data."""
+        name = validate_name(name)
+        removed = self.gallery.remove(name, audit=self._entry("erase", "removed", person_name=name))
+        traces = [f"{len(removed)} template(s) deleted from the database and the index"]
+        traces += [f"index temporary {p} deleted" for p in self.gallery.remove_stale_temporaries()]
+        for eraser in _ERASERS:
+            traces += eraser(self, name)
+        traces += self.store.erase_residue()
+        self.store.audit(self._entry("erase", "completed", person_name=name, details={"traces": traces}))
+        return EraseResult(name, len(removed), traces)
+
+    def verify_audit(self) -> dict:
+        """Recompute the audit log's hash chain (edited, deleted or inserted events; a cut-off end)."""
+        return self.store.verify_audit().to_dict()
+
+    def rotate_key(self, new_key_file: str | os.PathLike) -> dict:
+        """Re-seal every template under the key in `new_key_file`, in one transaction (templates stored in
+        the clear are sealed now). Afterwards the database needs that key: point FACEREC_KEY_FILE at it."""
+        new = TemplateCipher(read_key_file(new_key_file))
+        old = self.store.cipher.key_id if self.store.cipher else None
+        count = self.store.reseal_templates(new, self._entry("keys_rotate", "resealed",
+                                                             details={"from_key": old, "to_key": new.key_id}))
+        if self.gallery.persist and self.settings.index_path.exists():  # it held the embeddings in the clear
+            self.settings.index_path.unlink()
+        self.gallery.persist = False
+        return {"templates": count, "from_key": old, "to_key": new.key_id}
+
+    def key_usage(self) -> dict[str, int]:
+        """Templates per sealing key id ("" = in the clear)."""
+        return self.store.key_ids()
 
     def _entry(self, action: str, outcome: str, person_name: str | None = None, score: float | None = None,
                threshold: float | None = None, details: dict | None = None) -> AuditEntry:
@@ -727,6 +768,34 @@ class Comparison:
 FRAME_DETECTORS = ("mtcnn", "yunet", "yunet-half", "yunet+onet", "yunet-half+onet")
 
 
+@dataclass(frozen=True)
+class EraseResult:
+    name: str
+    removed_templates: int
+    traces: list[str]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Erasers: what other parts keep about a person (kiosk evidence crops, batch results) register a function
+# (engine, name) -> descriptions of what it deleted; `FaceRec.erase` runs each after the templates are gone.
+Eraser = Callable[["FaceRec", str], list[str]]
+_ERASERS: list[Eraser] = []
+
+
+def register_eraser(eraser: Eraser) -> Eraser:
+    """Add an eraser (usable as a decorator); `remove --erase` then deletes what it knows about a person."""
+    if eraser not in _ERASERS:
+        _ERASERS.append(eraser)
+    return eraser
+
+
+def generate_key(path: str | os.PathLike) -> str:
+    """Write a new template key file (0600, never overwriting); returns its key id."""
+    return write_key_file(path)
+
+
 # --- module-level verbs that need no gallery -----------------------------------------------------
 def models() -> list[ModelCard]:
     """The shipped embedding models' cards (input, accuracy, licences)."""
@@ -826,7 +895,9 @@ class _EnrollBatch:
 
 
 __all__ = [
-    "AuditPolicy", "Candidate", "Comparison", "KeyInfo", "KeyRing", "SubjectVerification", "UploadEnrollResult", "CalibrationResult", "EnrollResult", "FaceInfo", "FaceRec", "IdentifiedFace",
+    "AuditPolicy", "Candidate", "Comparison", "KeyInfo", "KeyRing", "SubjectVerification", "UploadEnrollResult",
+    "CalibrationResult", "EnrollResult", "EraseResult", "FaceInfo", "FaceRec", "IdentifiedFace", "generate_key",
+    "register_eraser",
     "IdentificationCalibration", "IdentifyResult", "IndexStatus", "Match", "RemoveResult", "Settings",
     "liveness_models", "plot_liveness_roc",
     "VerifyResult", "evaluation_pipeline", "models", "person_folders", "redacted_url", "scorer_for",

@@ -7,8 +7,9 @@ FACEREC_MODEL   embedding model id (default: the shipped default model)
 FACEREC_INDEX_KIND  flat | hnsw | ivfpq (default: flat, exact)
 FACEREC_SCORER  cosine | learned | chi2: how two templates are compared (default: cosine)
 FACEREC_MIN_FACE_SCORE / FACEREC_MIN_FACE_SIZE  detector filters (default 0.9 / 20 px)
-FACEREC_MAX_PIXELS  largest image accepted (default 50,000,000 pixels)
+FACEREC_MAX_PIXELS  largest image accepted (default 16,000,000 pixels: facerec/io/images.py says why)
 FACEREC_TORCH_THREADS  CPU threads for torch (default 1: see facerec/models/runtime.py for why)
+FACEREC_KEY_FILE  key file sealing templates at rest (AES-256-GCM; `facerec keys generate`); unset: in the clear
 
 These variables are read here and nowhere else: every engine holds its own `Settings`, so two engines in one
 process (a test, a server with two galleries) never share configuration through the environment.
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from facerec.errors import FacerecError
-from facerec.io.images import DEFAULT_MAX_PIXELS
+from facerec.errors import DatabaseError, FacerecError
+from facerec.io.images import FACE_MAX_PIXELS
 
 # Chosen on LFW View 1 DevTest (MODEL_CARD.md): AUC 0.99906 / EER 0.8 % against dlib_resnet29's 0.99889 / 1.2 %.
 DEFAULT_MODEL_ID = "mobilefacenet"
@@ -59,9 +61,10 @@ class Settings:
     scorer: str = "cosine"
     min_face_score: float = DEFAULT_MIN_FACE_SCORE
     min_face_size: float = DEFAULT_MIN_FACE_SIZE
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = FACE_MAX_PIXELS
     torch_threads: int = 1
     home: Path = field(default_factory=default_home)
+    key_file: Path | None = None
 
     @classmethod
     def resolve(
@@ -73,6 +76,7 @@ class Settings:
         scorer: str | None = None,
         min_face_score: float | None = None,
         min_face_size: float | None = None,
+        key_file: str | os.PathLike | None = None,
     ) -> "Settings":
         """Flags win over `FACEREC_*` variables, which win over defaults."""
         home = default_home()
@@ -92,9 +96,10 @@ class Settings:
             min_face_size=min_face_size
             if min_face_size is not None
             else _env_number("FACEREC_MIN_FACE_SIZE", DEFAULT_MIN_FACE_SIZE),
-            max_pixels=int(_env_number("FACEREC_MAX_PIXELS", DEFAULT_MAX_PIXELS, int)),
+            max_pixels=int(_env_number("FACEREC_MAX_PIXELS", FACE_MAX_PIXELS, int)),
             torch_threads=int(_env_number("FACEREC_TORCH_THREADS", 1, int)),
             home=home,
+            key_file=Path(key).expanduser() if (key := key_file or os.environ.get("FACEREC_KEY_FILE")) else None,
         )
 
     def with_(self, **changes) -> "Settings":
@@ -102,7 +107,11 @@ class Settings:
 
 
 def normalise_db_url(url: str) -> str:
-    """Accept a bare file path as shorthand for a SQLite database."""
+    """Accept a bare file path as shorthand for a SQLite database; refuse a URL with its slashes missing
+    (`sqlite:/x.db` must not silently become a folder named 'sqlite:')."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:(?!//)", url):
+        raise DatabaseError(f"malformed database URL {url!r}: expected SCHEME://..., e.g. sqlite:///relative.db "
+                            f"or sqlite:////absolute/path.db (a plain file path also works)")
     if "://" not in url:
         return f"sqlite:///{Path(url).expanduser().resolve()}"
     return url

@@ -6,6 +6,8 @@ Exit codes (documented in the README):
   2  bad input: path, image, face, name, database, index or model problem
   3  partial success of a bulk command (some items refused, the rest done)
   70 internal error (a bug or an unexpected system failure; nothing half-written)
+  75 temporary failure: the database connection was lost or stayed locked; the transaction rolled back, so
+     running the same command again is safe (sysexits EX_TEMPFAIL)
   130 interrupted (Ctrl-C); nothing half-written
 
 HTTP status of each error (`http_status`, used by the HTTP service; `HTTP_STATUS` lists them all):
@@ -20,6 +22,7 @@ EXIT_NO_MATCH = 1
 EXIT_BAD_INPUT = 2
 EXIT_PARTIAL = 3
 EXIT_INTERNAL = 70
+EXIT_TEMPORARY = 75
 EXIT_INTERRUPTED = 130
 
 
@@ -85,6 +88,20 @@ class UnknownPersonError(FacerecError):
 class DatabaseError(FacerecError):
     code = "database"
     http_status = 503
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The connection was lost (server restarted, backend killed) or the database stayed locked: retryable."""
+
+    code = "database_unavailable"
+    exit_code = EXIT_TEMPORARY
+
+
+class TemplateKeyError(FacerecError):
+    """Template encryption: a missing, unreadable or wrong key file, or templates sealed with another key."""
+
+    code = "template_key"
+    http_status = 500
 
 
 class ModelMismatchError(DatabaseError):

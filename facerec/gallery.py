@@ -8,13 +8,17 @@ seen by every other process's next decision, and a removed person is never ident
 returned. Template id -> person name is cached, so a search costs no per-face SQL.
 
 The index file is a start-up cache: trusted only when it was built from this database (database id), at the
-store's current generation and token; otherwise it is rebuilt with a warning. Writers keep it current.
+store's current generation and token; otherwise it is rebuilt with a warning. Writers keep it current; a
+file that cannot be written is a warning (the database already committed; the next start rebuilds). With
+`persist=False` (templates sealed at rest) the index lives in memory only: it would hold every embedding in
+the clear, so it is never written, and a file left from before is deleted.
 No torch here (import-linter contract).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +51,14 @@ class Match:
 class Gallery:
     """Store + search index of one model; thread-safe; catches up with other processes before each search."""
 
-    def __init__(self, store: Store, model_id: str, dim: int, index_path: Path, index_kind: str = "flat") -> None:
+    def __init__(self, store: Store, model_id: str, dim: int, index_path: Path, index_kind: str = "flat",
+                 persist: bool = True) -> None:
         self.store = store
         self.model_id = model_id
         self.dim = dim
         self.index_path = Path(index_path)
         self.index_kind = index_kind
+        self.persist = persist
         self._lock = threading.RLock()
         self._index: "SearchIndex | None" = None
         self._state: GalleryState | None = None
@@ -152,9 +158,16 @@ class Gallery:
         """Load the index file if it was built from this database at this state; else rebuild it."""
         from facerec.index import SearchIndex
 
-        self._remove_stale_temporaries()
+        self.remove_stale_temporaries()
+        if self.index_path.is_dir():
+            raise SearchIndexError(f"{self.index_path}: is a directory, expected an index file (--index FILE)")
         problem = "missing"
-        if self.index_path.exists():
+        if not self.persist:
+            if self.index_path.exists():
+                log.warning("templates are encrypted: deleting the unencrypted index file %s (the index is kept "
+                            "in memory only)", self.index_path)
+                self.index_path.unlink(missing_ok=True)
+        elif self.index_path.exists():
             try:
                 index, meta = SearchIndex.load(self.index_path)
                 if meta == self._expected_meta(state, meta.count, meta.built_kind):
@@ -209,13 +222,36 @@ class Gallery:
         self._state = changes.state
 
     def _save(self) -> None:
+        if not self.persist:
+            return
         index, state = self._index, self._state
         try:
             index.save(self.index_path, self._expected_meta(state, index.ntotal, index.kind))
         except OSError as exc:
-            raise SearchIndexError(f"{self.index_path}: cannot write the index ({exc.strerror})") from None
+            log.warning("cannot write the index %s (%s): searching from memory; it is rebuilt at the next start",
+                        self.index_path, exc.strerror or exc)
 
-    def _remove_stale_temporaries(self) -> None:
-        """Temporary files a crash left behind still hold embeddings (perhaps of removed people)."""
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Temporary files a crashed writer left behind still hold embeddings (perhaps of removed people).
+
+        A temporary's name carries its writer's process id; one whose writer still runs is being written."""
+        removed = []
         for tmp in self.index_path.parent.glob(self.index_path.name + ".*.tmp"):
-            tmp.unlink(missing_ok=True)
+            if not _writer_alive(tmp.name[len(self.index_path.name) + 1:]):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+        return removed
+
+
+def _writer_alive(suffix: str) -> bool:
+    """`<pid>.<random>.tmp` names a writer; a writer on this host that no longer runs left a stale file."""
+    pid = suffix.split(".", 1)[0]
+    if not pid.isdigit() or int(pid) == os.getpid():  # this process writes under the gallery's lock
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

@@ -6,6 +6,7 @@ Every case runs the real CLI in a new process against a database holding one enr
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -308,3 +309,26 @@ def test_interrupted_bulk_enroll_leaves_whole_people(world, lfw, sig):
     with engine.connect() as conn:
         assert index.ntotal == conn.execute(text("select count(*) from templates")).scalar()
     engine.dispose()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["verify", "--json"], "Missing argument"),
+    (["identify", "--top-k", "0", "x.jpg", "--json"], "--top-k"),
+    (["nosuchcommand", "--json"], "No such command"),
+    (["remove", "--json", "--no-such-flag"], "No such option"),
+])
+def test_usage_errors_under_json_are_one_json_line(world, args, message):
+    """Before: a click box on stderr and nothing on stdout under --json."""
+    before = snapshot(world)
+    result = facerec(world, *args)
+    assert result.returncode == 2, result.stderr
+    document = json.loads(result.stdout)
+    assert document["error"] == "usage" and message in document["message"]
+    assert_refused(world, result, before, message)
+
+
+def test_unreadable_file_under_json(world, lfw, monkeypatch):
+    before = snapshot(world)
+    result = facerec(world, "verify", "Tony Blair", str(world / "missing.jpg"), "--json")
+    assert json.loads(result.stdout) == {"error": "bad_path", "message": f"{world / 'missing.jpg'}: no such file"}
+    assert_refused(world, result, before, "no such file")

@@ -1,7 +1,8 @@
 """facerec's command line (typer). Parsing and printing only: every command calls `facerec.api`.
 
 Exit codes: 0 success/match, 1 no match, 2 bad input (path, image, face, name, database, index, model),
-3 partial success of a bulk command, 70 internal error, 130 interrupted (nothing half-written).
+3 partial success of a bulk command, 70 internal error, 75 database unavailable (rolled back: run it again),
+130 interrupted (nothing half-written). Under --json every error, usage errors included, is one JSON line.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ app = typer.Typer(
     "Settings come from flags, then FACEREC_* variables (FACEREC_DB, FACEREC_MODEL, FACEREC_INDEX, "
     "FACEREC_INDEX_KIND, FACEREC_HOME), then defaults (a SQLite file in ~/.local/share/facerec).\n\n"
     "Exit codes: 0 success or match, 1 no match, 2 bad input, 3 partial success (bulk commands), "
-    "70 internal error, 130 interrupted.",
+    "70 internal error, 75 database unavailable (rolled back; run again), 130 interrupted.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
@@ -63,6 +64,7 @@ class _State:
     model: Optional[str] = None
     index_kind: Optional[str] = None
     scorer: Optional[str] = None
+    key_file: Optional[str] = None
 
 
 state = _State()
@@ -80,15 +82,18 @@ def main_options(
                                                       help="flat (exact, default), hnsw or ivfpq.")] = None,
     scorer: Annotated[Optional[str], typer.Option("--scorer", envvar="FACEREC_SCORER", show_envvar=True,
                                                   help="cosine (default), learned (the model's trained verifier) or chi2 (LBP histograms).")] = None,
+    key_file: Annotated[Optional[str], typer.Option("--key-file", envvar="FACEREC_KEY_FILE", show_envvar=True,
+                                                    help="Seal templates at rest with this key (see `facerec keys`).")] = None,
 ) -> None:
     state.db, state.index, state.model, state.index_kind, state.scorer = db, index, model, index_kind, scorer
+    state.key_file = key_file
 
 
 def _settings():
     from facerec.api import Settings
 
     return Settings.resolve(db=state.db, index=state.index, model=state.model, index_kind=state.index_kind,
-                            scorer=state.scorer)
+                            scorer=state.scorer, key_file=state.key_file)
 
 
 def _engine():
@@ -261,32 +266,19 @@ def list_people(as_json: JsonFlag = False) -> None:
 
 
 @app.command()
-def remove(name: Annotated[str, typer.Argument(help="An enrolled person.")], as_json: JsonFlag = False) -> None:
+def remove(name: Annotated[str, typer.Argument(help="An enrolled person.")],
+           erase: Annotated[bool, typer.Option("--erase", help="Also delete every other trace of the face (index temporaries, evidence, batch results, deleted database pages).")] = False,
+           as_json: JsonFlag = False) -> None:
     """Remove a person's templates from the database and index (the audit trail is kept)."""
     with _command(as_json):
-        result = _engine().remove(name)
+        fr = _engine()
+        result = fr.erase(name) if erase else fr.remove(name)
     if as_json:
         _print_json(result.to_dict())
     else:
         out.print(f"removed {result.name!r} ({result.removed_templates} template(s))", markup=False)
-
-
-@app.command()
-def audit(limit: Annotated[int, typer.Option(min=1, help="Most recent events to show.")] = 20,
-          as_json: JsonFlag = False) -> None:
-    """Show the audit log of enroll / verify / identify / remove decisions."""
-    with _command(as_json):
-        events = _engine().audit_events(limit)
-    if as_json:
-        _print_json(events)
-        return
-    table = Table(title="audit log")
-    for col in ("at", "action", "person", "outcome", "score", "threshold"):
-        table.add_column(col)
-    for e in events:
-        fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
-        table.add_row(e["at"], e["action"], e["person"] or "", e["outcome"], fmt(e["score"]), fmt(e["threshold"]))
-    out.print(table)
+        for trace in getattr(result, "traces", []):
+            out.print(f"  {trace}", markup=False)
 
 
 @app.command()
@@ -562,8 +554,31 @@ def demo(
         run_demo(workdir, out)
 
 
+from facerec.cli import admin  # noqa: E402  (audit and keys commands; they use the helpers above)
+
+admin.register(app)
+
+
 def main() -> None:
-    app()
+    """Run the CLI; click's usage errors become one line (one JSON line under --json) and exit 2."""
+    argv = sys.argv[1:]
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        code = EXIT_INTERRUPTED
+    except typer.TyperException as exc:  # typer's click: usage errors, bad parameters, unreadable files
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # plain `facerec`: the help text, as before
+            raise SystemExit(exc.exit_code) from None
+        as_json = "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        message = " ".join(exc.format_message().split()) + hint
+        if as_json:
+            print(json.dumps({"error": "usage", "message": message}))
+        err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+        code = EXIT_BAD_INPUT
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

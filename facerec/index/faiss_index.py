@@ -21,6 +21,7 @@ import faiss
 import numpy as np
 
 from facerec.errors import SearchIndexError
+from facerec.io.files import private_dir
 
 log = logging.getLogger("facerec")
 
@@ -136,8 +137,9 @@ class SearchIndex:
     def save(self, path: Path, meta: IndexMeta) -> None:
         payload = faiss.serialize_index(self.index).tobytes()
         footer = json.dumps({**meta.__dict__, "sha256": hashlib.sha256(payload).hexdigest()}).encode()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        private_dir(path.parent)
+        # the writer's pid in the name: a reader cleaning up crash leftovers spares a file being written (0600)
+        fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(MAGIC + len(footer).to_bytes(8, "little") + footer + payload)

@@ -24,7 +24,11 @@ ImageInput = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
 # File suffixes treated as photos when scanning folders (decoding still checks the real format).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"})
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF", "PPM", "MPO"})
-DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: larger than any camera frame, far below a bomb (Settings.max_pixels)
+DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: larger than any camera frame, far below a bomb (evaluation tools)
+# What the engine accepts for enroll / verify / identify / uploads (Settings.max_pixels, FACEREC_MAX_PIXELS):
+# detection on a 49 MP frame took 52 s and 3.1 GB here (SECURITY.md); 16 MP holds a 12 MP phone photo
+# (4032x3024) and a 4K frame (8.3 MP) and keeps one request near 1 GB. Refused from the header, before decoding.
+FACE_MAX_PIXELS = 16_000_000
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -78,7 +82,20 @@ def load_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
     return _decode(path, str(path), max_pixels)
 
 
-def _decode(fp, name: str, limit: int) -> np.ndarray:
+def check_image(source: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse an unsupported format or too many pixels from the file's header alone (no decoding): cheap
+    enough to run on every photo before a face model is even loaded."""
+    if isinstance(source, (np.ndarray, Image.Image)):
+        return
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("<upload>: empty image (0 bytes)")
+        return _decode(io.BytesIO(bytes(source)), "<upload>", max_pixels, header_only=True)
+    path = check_file(source)
+    _decode(path, str(path), max_pixels, header_only=True)
+
+
+def _decode(fp, name: str, limit: int, header_only: bool = False) -> np.ndarray | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -91,6 +108,8 @@ def _decode(fp, name: str, limit: int) -> np.ndarray:
                         f"{name}: image too large ({width}x{height} = {width * height:,} pixels > "
                         f"{limit:,}; raise FACEREC_MAX_PIXELS if this is intended)"
                     )
+                if header_only:
+                    return None
                 im.load()
                 return _pil_to_rgb(im, name=name)
     except UnidentifiedImageError:

@@ -47,6 +47,9 @@ class MTCNNDetector:
         return self._net
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if min(rgb.shape[:2]) < self.min_face_size:
+            # no face of the minimum size fits, and facenet-pytorch's image pyramid would be empty (torch.cat error)
+            return np.zeros((0, 4)), np.zeros((0,)), np.zeros((0, 5, 2))
         net = self._ensure()
         import torch
 

@@ -39,8 +39,26 @@ def current_revision(engine: Engine) -> str | None:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def is_known(revision: str) -> bool:
+    """Whether this facerec has a migration of that id (a database from a newer facerec has not)."""
+    from alembic.script import ScriptDirectory
+
+    return revision in {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+
+
+# pg_advisory_xact_lock key: "facerec" in ASCII. One migration at a time per database.
+PG_MIGRATION_LOCK = 0x66616365726563
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate in one transaction that first takes the database's migration lock, so processes opening a
+    new database together take turns and the later ones find it migrated (pg_advisory_xact_lock on
+    PostgreSQL; BEGIN IMMEDIATE, SQLite's write lock, which also makes its DDL all-or-nothing)."""
     from alembic import command
 
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK})
+        elif conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         command.upgrade(alembic_config(conn), revision)

@@ -10,14 +10,33 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from sqlalchemy import create_engine, delete, event, func, select
+from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from facerec.errors import DatabaseError, ModelMismatchError, UnknownPersonError
+from facerec.errors import (
+    DatabaseError,
+    DatabaseUnavailableError,
+    ModelMismatchError,
+    TemplateKeyError,
+    UnknownPersonError,
+)
+from facerec.io.files import private_dir, private_file
 from facerec.store import migrate
-from facerec.store.schema import AuditEvent, CalibrationRecord, DatabaseInfo, Person, Template, TemplateChange
+from facerec.store.audit_chain import (
+    HEAD_KEY,
+    ChainReport,
+    canonical_details,
+    event_hash,
+    head_value,
+    parse_head,
+    verify_chain,
+)
+from facerec.store.crypto import TemplateCipher, template_context
+from facerec.store.schema import AuditEvent, CalibrationRecord, DatabaseInfo, Person, Template, TemplateChange, utcnow
 
 MODEL_KEY = "model_id"
 GENERATION_KEY = "templates_generation"
@@ -96,21 +115,47 @@ def redact(url: str) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The driver's own first line: never SQLAlchemy's statement dump (engines also hide parameters)."""
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
 
-class Store:
-    """Open with `Store.open(url)`; SQLite files are created and migrated on first use."""
+MAX_SOURCE_NAME = 1024  # Template.source_name: longer photo paths keep their end (the file name)
 
-    def __init__(self, engine: Engine, url: str) -> None:
+
+def _fit(value: str, limit: int) -> str:
+    return value if len(value) <= limit else "\u2026" + value[-(limit - 1):]
+
+
+def check_sqlite_url(url: str) -> Path | None:
+    """The file of a SQLite URL (None: in memory); refuses forms SQLite would silently misread."""
+    parsed = make_url(url)
+    if parsed.host or parsed.port or parsed.username or parsed.password:
+        raise DatabaseError(f"malformed SQLite URL {redact(url)!r}: a SQLite URL names a file, not a host "
+                            f"(sqlite:///relative/path.db or sqlite:////absolute/path.db)")
+    if parsed.database in (None, "", ":memory:") or parsed.query.get("uri"):
+        return None
+    return Path(parsed.database)
+
+
+class Store:
+    """Open with `Store.open(url)`; SQLite files are created (owner-only) and migrated on first use.
+
+    Database errors leave as `DatabaseError` with the driver's one-line reason (never statement parameters:
+    they hold embeddings); a lost connection or a lock that never came is `DatabaseUnavailableError` (the
+    transaction rolled back; exit code 75, retry). With a `cipher`, templates are sealed at rest (AES-GCM).
+    """
+
+    def __init__(self, engine: Engine, url: str, cipher: TemplateCipher | None = None) -> None:
         self.engine = engine
         self.url = url
+        self.cipher = cipher
+        self.is_sqlite = engine.dialect.name == "sqlite"
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     # --- opening ---------------------------------------------------------------------------------
     @classmethod
-    def open(cls, url: str, auto_migrate: bool | None = None) -> "Store":
+    def open(cls, url: str, auto_migrate: bool | None = None, cipher: TemplateCipher | None = None) -> "Store":
         try:
             parsed = make_url(url)
         except ArgumentError:
@@ -118,22 +163,21 @@ class Store:
         is_sqlite = parsed.get_backend_name() == "sqlite"
         if auto_migrate is None:
             auto_migrate = is_sqlite
-        if is_sqlite and parsed.database not in (None, "", ":memory:"):
-            path = Path(parsed.database)
-            if path.is_dir():
-                raise DatabaseError(f"{path}: is a directory, expected a SQLite database file")
-            if not path.parent.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
+        if is_sqlite:
+            path = check_sqlite_url(url)
+            if path is not None:
+                _create_sqlite_file(path)
         try:
+            # hide_parameters: an error must never print statement parameters (embedding bytes)
             kwargs = {"connect_args": {"timeout": 30}} if is_sqlite else {"pool_pre_ping": True}
             if not is_sqlite and parsed.get_backend_name() == "postgresql":
                 kwargs["connect_args"] = {"connect_timeout": 10}
-            engine = create_engine(url, **kwargs)
+            engine = create_engine(url, hide_parameters=True, **kwargs)
         except (NoSuchModuleError, ArgumentError, ImportError) as exc:
             raise DatabaseError(f"unsupported database URL {redact(url)!r}: {_first_line(exc)}") from None
         if is_sqlite:
             event.listen(engine, "connect", _sqlite_pragmas)
-        store = cls(engine, url)
+        store = cls(engine, url, cipher)
         store._check_schema(auto_migrate)
         return store
 
@@ -142,6 +186,11 @@ class Store:
             current = migrate.current_revision(self.engine)
             head = migrate.HEAD_REVISION
             if current != head:
+                if current is not None and not migrate.is_known(current):
+                    raise DatabaseError(
+                        f"database {redact(self.url)} is at revision {current}, which this facerec does not "
+                        f"know (it knows up to {head}): it was written by a newer facerec; upgrade facerec"
+                    )
                 if not auto_migrate:
                     state = "is empty" if current is None else f"is at revision {current}"
                     raise DatabaseError(
@@ -151,7 +200,8 @@ class Store:
         except DatabaseError:
             raise
         except DBAPIError as exc:
-            raise DatabaseError(f"cannot use database {redact(self.url)}: {_first_line(exc)}") from None
+            hint = " (SQLite writes the file and, for its log, its folder)" if "readonly" in _first_line(exc) else ""
+            raise DatabaseError(f"cannot use database {redact(self.url)}: {_first_line(exc)}{hint}") from None
         except SQLAlchemyError as exc:
             raise DatabaseError(f"database {redact(self.url)}: {_first_line(exc)}") from None
 
@@ -166,17 +216,37 @@ class Store:
         self.engine.dispose()
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """One transaction: committed on success, rolled back on any exception (Ctrl-C included)."""
+    def session(self, write: bool = False) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any exception (Ctrl-C included).
+
+        `write=True` on SQLite takes the write lock first (BEGIN IMMEDIATE): a transaction that reads and
+        then writes would otherwise fail with 'database is locked' when another process wrote in between.
+        """
         session = self._sessions()
         try:
+            if write and self.is_sqlite:
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield session
             session.commit()
-        except BaseException:
-            session.rollback()
+        except BaseException as exc:
+            try:
+                session.rollback()
+            except SQLAlchemyError:  # the connection is gone: the server rolled the transaction back
+                pass
+            if isinstance(exc, SQLAlchemyError):
+                raise self._translate(exc) from None
             raise
         finally:
             session.close()
+
+    def _translate(self, exc: SQLAlchemyError) -> DatabaseError:
+        reason = _first_line(exc)
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated or (
+                isinstance(exc, OperationalError) and ("locked" in reason or "connection" in reason.lower())):
+            return DatabaseUnavailableError(
+                f"database {redact(self.url)} unavailable ({reason}); this step was rolled back: run it again"
+            )
+        return DatabaseError(f"database {redact(self.url)}: {reason}")
 
     # --- database facts ------------------------------------------------------------------------
     def info(self, key: str) -> str | None:
@@ -188,10 +258,9 @@ class Store:
         """Refuse a database made for another model; record the model on first use."""
         bound = self.info(MODEL_KEY)
         if bound is None:
-            with self.session() as s:
-                if s.get(DatabaseInfo, MODEL_KEY) is None:
-                    s.add(DatabaseInfo(key=MODEL_KEY, value=model_id))
-            return
+            with self.session(write=True) as s:
+                _insert_missing(s, MODEL_KEY, model_id)
+                bound = s.get(DatabaseInfo, MODEL_KEY).value
         if bound != model_id:
             raise ModelMismatchError(
                 f"database {redact(self.url)} was made for model {bound!r}, not {model_id!r}: use "
@@ -210,19 +279,18 @@ class Store:
         return int(row.value) if row else 0
 
     @staticmethod
-    def _bump_generation(s: Session, added: list[int] = (), removed: list[int] = ()) -> int:
+    def _lock_generation(s: Session) -> DatabaseInfo:
+        """Lock the generation row first: writers of templates take turns, in one order (no deadlock)."""
+        _insert_missing(s, GENERATION_KEY, "0")
+        return s.get(DatabaseInfo, GENERATION_KEY, with_for_update=True)
+
+    @staticmethod
+    def _bump_generation(s: Session, row: DatabaseInfo, added: list[int] = (), removed: list[int] = ()) -> int:
         """Next generation, with the template ids it added and removed in the change log."""
-        row = s.get(DatabaseInfo, GENERATION_KEY, with_for_update=True)
-        if row is None:
-            row = DatabaseInfo(key=GENERATION_KEY, value="0")
-            s.add(row)
         generation = int(row.value) + 1
         row.value = str(generation)
-        token = s.get(DatabaseInfo, TOKEN_KEY)
-        if token is None:
-            s.add(DatabaseInfo(key=TOKEN_KEY, value=uuid.uuid4().hex))
-        else:
-            token.value = uuid.uuid4().hex
+        _insert_missing(s, TOKEN_KEY, "")
+        s.execute(update(DatabaseInfo).where(DatabaseInfo.key == TOKEN_KEY).values(value=uuid.uuid4().hex))
         s.add_all([TemplateChange(generation=generation, template_id=int(i), added=True) for i in added]
                   + [TemplateChange(generation=generation, template_id=int(i), added=False) for i in removed])
         return generation
@@ -274,7 +342,8 @@ class Store:
 
         Returns the new template ids and the generation after the write (unchanged when nothing new).
         """
-        with self.session() as s:
+        with self.session(write=True) as s:
+            generation_row = self._lock_generation(s)  # two processes adding the same new name take turns
             person = s.scalar(select(Person).where(Person.name == name))
             if person is None:
                 person = Person(name=name)
@@ -290,16 +359,17 @@ class Store:
                     continue
                 known.add(t.source_sha256)
                 vec = np.asarray(t.embedding, dtype="<f4")
+                blob, sealed_with = self._seal(vec.tobytes(), name, t.model_id, t.source_sha256)
                 rows.append(Template(
                     person_id=person.id, model_id=t.model_id, model_version=t.model_version,
-                    dim=int(vec.shape[0]), embedding=vec.tobytes(), source_sha256=t.source_sha256,
-                    source_name=t.source_name, detection_score=float(t.detection_score),
+                    dim=int(vec.shape[0]), embedding=blob, key_id=sealed_with, source_sha256=t.source_sha256,
+                    source_name=_fit(t.source_name, MAX_SOURCE_NAME), detection_score=float(t.detection_score),
                     quality=t.quality, forced=t.forced,
                 ))
             s.add_all(rows)
             s.flush()
             ids = [r.id for r in rows]
-            generation = self._bump_generation(s, added=ids) if rows else self._generation(s)
+            generation = self._bump_generation(s, generation_row, added=ids) if rows else int(generation_row.value)
             if audit is not None:
                 self._add_audit(s, audit, details={"added": len(ids)})
             return ids, generation
@@ -314,14 +384,15 @@ class Store:
         """Delete a person and their templates, with the audit event, in one transaction.
 
         Returns the removed template ids and the new generation."""
-        with self.session() as s:
+        with self.session(write=True) as s:
+            generation_row = self._lock_generation(s)
             person = s.scalar(select(Person).where(Person.name == name))
             if person is None:
                 raise UnknownPersonError(f"unknown person {name!r} (see `facerec list`)")
             ids = list(s.scalars(select(Template.id).where(Template.person_id == person.id)))
             s.execute(delete(Template).where(Template.person_id == person.id))
             s.delete(person)
-            generation = self._bump_generation(s, removed=ids)
+            generation = self._bump_generation(s, generation_row, removed=ids)
             if audit is not None:
                 self._add_audit(s, audit, details={"templates": len(ids)})
             return ids, generation
@@ -346,7 +417,8 @@ class Store:
                   with_embeddings: bool = True) -> TemplateRows:
         """Templates of one model: all, one person's, or the given ids (owners only: `with_embeddings=False`)."""
         with self.session() as s:
-            columns = (Template.id, Person.name) + ((Template.embedding,) if with_embeddings else ())
+            columns = (Template.id, Person.name) + ((Template.embedding, Template.key_id, Template.model_id,
+                                                     Template.source_sha256) if with_embeddings else ())
             query = select(*columns).join(Person).where(
                 Template.model_id == model_id
             ).order_by(Template.id)
@@ -360,15 +432,69 @@ class Store:
         return TemplateRows(
             ids=np.array([r[0] for r in rows], dtype=np.int64),
             person_names=[r[1] for r in rows],
-            embeddings=np.stack([np.frombuffer(r[2], dtype="<f4") for r in rows]).astype(np.float32)
+            embeddings=np.stack([np.frombuffer(self._open_sealed(r[2], r[3], r[1], r[4], r[5]), dtype="<f4")
+                                 for r in rows]).astype(np.float32)
             if with_embeddings else np.zeros((len(rows), 0), dtype=np.float32),
         )
+
+    # --- templates at rest ---------------------------------------------------------------------
+    def _seal(self, plain: bytes, person: str, model_id: str, source_sha256: str) -> tuple[bytes, str | None]:
+        if self.cipher is None:
+            return plain, None
+        return self.cipher.seal(plain, template_context(person, model_id, source_sha256)), self.cipher.key_id
+
+    def _open_sealed(self, blob: bytes, sealed_with: str | None, person: str, model_id: str,
+                     source_sha256: str) -> bytes:
+        if sealed_with is None:
+            return blob
+        if self.cipher is None:
+            raise TemplateKeyError(f"templates in {redact(self.url)} are sealed with key {sealed_with}: "
+                                   f"set FACEREC_KEY_FILE (or --key-file) to that key file")
+        return self.cipher.open(blob, sealed_with, template_context(person, model_id, source_sha256))
+
+    def key_ids(self) -> dict[str, int]:
+        """How many templates each key sealed ("" = stored in the clear)."""
+        with self.session() as s:
+            return {k or "": int(n) for k, n in
+                    s.execute(select(Template.key_id, func.count(Template.id)).group_by(Template.key_id)).all()}
+
+    def reseal_templates(self, new: TemplateCipher, audit: AuditEntry) -> int:
+        """Open every template with the current cipher (or read it in the clear) and seal it under `new`,
+        with the audit event, in one transaction: a failure leaves every template as it was."""
+        with self.session(write=True) as s:
+            self._lock_generation(s)
+            rows = s.execute(select(Template.id, Template.embedding, Template.key_id, Person.name,
+                                    Template.model_id, Template.source_sha256).join(Person)).all()
+            for template_id, blob, sealed_with, person, model_id, digest in rows:
+                plain = self._open_sealed(blob, sealed_with, person, model_id, digest)
+                s.execute(update(Template).where(Template.id == template_id).values(
+                    embedding=new.seal(plain, template_context(person, model_id, digest)), key_id=new.key_id))
+            self._add_audit(s, audit, details={"templates": len(rows), "key_id": new.key_id})
+        self.cipher = new
+        return len(rows)
+
+    def erase_residue(self) -> list[str]:
+        """After an erasure: push deleted pages out of the SQLite write-ahead log (secure_delete already
+        zeroes them in the file), or VACUUM the template tables on PostgreSQL. Returns what was done."""
+        try:
+            with self.engine.connect() as conn:
+                if self.is_sqlite:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                    return ["sqlite: deleted pages zeroed (secure_delete) and the write-ahead log truncated"]
+                if self.engine.dialect.name == "postgresql":
+                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                    conn.exec_driver_sql("VACUUM templates")
+                    conn.exec_driver_sql("VACUUM template_changes")
+                    return ["postgresql: VACUUM templates (dead rows reclaimed; not overwritten on disk)"]
+        except SQLAlchemyError as exc:
+            return [f"database clean-up skipped: {_first_line(exc)}"]
+        return []
 
     # --- calibrations ---------------------------------------------------------------------------
     def save_calibration(self, model_id: str, kind: str, scorer: str, data: str, n_genuine: int, n_impostor: int,
                          eer: float | None, threshold: float, operating: str, report: dict) -> int:
         """Store a calibration and make it the one in force for (model, kind, scorer)."""
-        with self.session() as s:
+        with self.session(write=True) as s:
             for old in s.scalars(select(CalibrationRecord).where(
                     CalibrationRecord.model_id == model_id, CalibrationRecord.kind == kind,
                     CalibrationRecord.scorer == scorer, CalibrationRecord.active.is_(True))):
@@ -396,23 +522,47 @@ class Store:
     # --- audit ---------------------------------------------------------------------------------
     def audit(self, entry: AuditEntry) -> None:
         """Record a decision that changes nothing else (verify, identify, calibrate)."""
-        with self.session() as s:
+        with self.session(write=True) as s:
             self._add_audit(s, entry)
 
     def audit_many(self, entries: list[AuditEntry]) -> None:
         """Record several decisions in one transaction (a batch of identified faces)."""
-        with self.session() as s:
+        with self.session(write=True) as s:
             for entry in entries:
                 self._add_audit(s, entry)
 
     @staticmethod
     def _add_audit(s: Session, entry: AuditEntry, details: dict | None = None) -> None:
-        s.add(AuditEvent(
-            action=entry.action, outcome=entry.outcome, person_name=entry.person_name,
-            score=None if entry.score is None else float(entry.score),
-            threshold=None if entry.threshold is None else float(entry.threshold),
-            model_id=entry.model_id, details={**(entry.details or {}), **(details or {})},
-        ))
+        """Append one event to the hash chain, under the lock on its head (one chain for all writers).
+
+        The one place audit events are written: every verb reaches it through `audit`, `audit_many`,
+        `add_templates`, `remove_person` or `reseal_templates`.
+        """
+        _insert_missing(s, HEAD_KEY, "")
+        head = s.get(DatabaseInfo, HEAD_KEY, with_for_update=True)
+        _, prev_hash = parse_head(head.value)
+        at = utcnow()
+        score = None if entry.score is None else float(entry.score)
+        threshold = None if entry.threshold is None else float(entry.threshold)
+        content = canonical_details({**(entry.details or {}), **(details or {})})
+        digest = event_hash(prev_hash, at, entry.action, entry.person_name, entry.outcome, score, threshold,
+                            entry.model_id, content)
+        row = AuditEvent(at=at, action=entry.action, outcome=entry.outcome, person_name=entry.person_name,
+                         score=score, threshold=threshold, model_id=entry.model_id, details=content,
+                         prev_hash=prev_hash, hash=digest)
+        s.add(row)
+        s.flush()
+        head.value = head_value(row.id, digest)
+
+    def verify_audit(self) -> ChainReport:
+        """Recompute the audit hash chain: edited events, deleted or inserted ones, a cut-off end."""
+        with self.session() as s:
+            head = s.get(DatabaseInfo, HEAD_KEY)
+            rows = s.execute(select(AuditEvent.id, AuditEvent.at, AuditEvent.action, AuditEvent.person_name,
+                                    AuditEvent.outcome, AuditEvent.score, AuditEvent.threshold, AuditEvent.model_id,
+                                    AuditEvent.details, AuditEvent.prev_hash, AuditEvent.hash)
+                             .order_by(AuditEvent.id).execution_options(yield_per=5000))
+            return verify_chain(rows, head.value if head else None)
 
     def audit_events(self, limit: int = 100) -> list[dict]:
         with self.session() as s:
@@ -425,9 +575,33 @@ class Store:
             ]
 
 
+def _insert_missing(s: Session, key: str, value: str) -> None:
+    """Insert a facerec_info row unless it exists (concurrent first writers must not collide on the key)."""
+    dialect = s.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite_insert if dialect == "sqlite" else pg_insert
+        s.execute(insert(DatabaseInfo).values(key=key, value=value).on_conflict_do_nothing(index_elements=["key"]))
+    elif s.get(DatabaseInfo, key) is None:
+        s.add(DatabaseInfo(key=key, value=value))
+        s.flush()
+
+
+def _create_sqlite_file(path: Path) -> None:
+    """Biometric data: a new database file is 0600 in a folder created 0700 (SQLite gives its -wal and
+    -shm files the database file's mode)."""
+    if path.is_dir():
+        raise DatabaseError(f"{path}: is a directory, expected a SQLite database file")
+    try:
+        private_dir(path.parent)
+        private_file(path)
+    except OSError as exc:
+        raise DatabaseError(f"{path}: cannot create the database ({exc.strerror})") from None
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA secure_delete=ON")  # deleted templates are overwritten, not left in free pages
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()

@@ -63,6 +63,7 @@ class Template(Base):
     quality: Mapped[dict] = mapped_column(JSON)
     forced: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # sealing key (None: in the clear)
     person: Mapped[Person] = relationship(back_populates="templates")
 
 
@@ -79,6 +80,8 @@ class AuditEvent(Base):
     threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     model_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     details: Mapped[dict] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # hash chain (store/audit_chain.py)
+    hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class CalibrationRecord(Base):
