@@ -4,7 +4,7 @@
     python benchmarks/fusion_scores.py --scores DIR --models sface_2021dec edgeface_s_gamma05 \
         --norm pairsDevTest --splits pairsDevTest pose pairs
 
-Reads DIR/<model>_<split>.npz (written by `facerec --model M evaluate pairs --save-scores`), same pairs in
+Reads DIR/<model>_<split>.scores.npz (written by `facerec --model M evaluate pairs --save-scores`), same pairs in
 the same order for every model. Each model's scores are z-normalised with the mean and standard deviation
 of all its scores on the --norm split (no labels used), then summed. Pairs where a model found no face keep
 that model's -1 (a reject) before normalisation, as in the members' own results. Prints the members' and the
@@ -27,7 +27,7 @@ from facerec.decisions import metrics  # noqa: E402
 
 
 def load(directory: Path, model: str, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    with np.load(directory / f"{model}_{split}.npz", allow_pickle=False) as d:
+    with np.load(directory / f"{model}_{split}.scores.npz", allow_pickle=False) as d:
         return d["scores"].astype(np.float64), d["labels"].astype(bool), d["folds"]
 
 
