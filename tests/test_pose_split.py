@@ -83,7 +83,7 @@ def test_committed_split_matches_its_photos(data_dir, tmp_path):
     assert all(p.path_a.exists() and p.path_b.exists() for p in pairs)
     with open(source / "lfw_overlap.csv", newline="") as fh:
         overlap = {r["celeba_id"] for r in csv.DictReader(fh)}
-    assert not overlap & {p.path_a.parent.name for p in pairs} | {p.path_b.parent.name for p in pairs}
+    assert not overlap & ({p.path_a.parent.name for p in pairs} | {p.path_b.parent.name for p in pairs})
     by_link = {(r["identity"], int(r["number"])): r for r in rows}
     detector = shared_detector(40)
     for pair in pairs[:2] + pairs[-2:]:
