@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facerec.config import Settings
+from facerec.config import DEFAULT_MODEL_ID, Settings
 from facerec.decisions.calibration import Calibration, calibrate_scores, fpir_threshold, write_report
 from facerec.decisions.scorers import Scorer, get_scorer
 from facerec.decisions.thresholds import (
@@ -802,6 +802,13 @@ def models() -> list[ModelCard]:
     return [model_card(m) for m in available_models()]
 
 
+def model_roles() -> dict[str, str]:
+    """model id -> its recommended role ("most_accurate", "commercial_use"), from facerec/data/model_defaults.json."""
+    from facerec.models.defaults import recommended_models
+
+    return {entry["model"]: role for role, entry in recommended_models().items()}
+
+
 def upgrade_database(settings: Settings) -> str:
     """Create or migrate a database to the newest schema; returns the revision."""
     return Store.open(settings.db_url, auto_migrate=True).upgrade()
@@ -899,7 +906,7 @@ __all__ = [
     "CalibrationResult", "EnrollResult", "EraseResult", "FaceInfo", "FaceRec", "IdentifiedFace", "generate_key",
     "register_eraser",
     "IdentificationCalibration", "IdentifyResult", "IndexStatus", "Match", "RemoveResult", "Settings",
-    "liveness_models", "plot_liveness_roc",
+    "liveness_models", "plot_liveness_roc", "model_roles", "DEFAULT_MODEL_ID",
     "VerifyResult", "evaluation_pipeline", "models", "person_folders", "redacted_url", "scorer_for",
     "upgrade_database", "UNKNOWN",
 ]

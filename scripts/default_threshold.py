@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--lfw", type=Path, required=True)
     ap.add_argument("--model", default="dlib_resnet29")
     ap.add_argument("--cache", type=Path, help="npz of embeddings to reuse/write")
+    ap.add_argument("--crop-cache", type=Path, help="aligned-crop cache shared with `evaluate pairs --crop-cache`")
     ap.add_argument("--write", action="store_true", help="record the threshold in the model's model.json")
     args = ap.parse_args()
     pairs = view1_pairs(args.lfw, "train")
@@ -44,7 +45,7 @@ def main() -> None:
         data = np.load(args.cache, allow_pickle=False)
         embeddings = dict(zip((Path(p) for p in data["paths"]), data["embeddings"]))
     else:
-        embedded = embed_images(FacePipeline(get_model(args.model)), paths)
+        embedded = embed_images(FacePipeline(get_model(args.model)), paths, cache_dir=args.crop_cache)
         embeddings = embedded.embeddings
         if args.cache:
             keys = sorted(embeddings)

@@ -283,11 +283,14 @@ def remove(name: Annotated[str, typer.Argument(help="An enrolled person.")],
 
 @app.command()
 def models(as_json: JsonFlag = False) -> None:
-    """List the shipped embedding models with their input, accuracy and licences."""
-    from facerec.api import models as model_cards
+    """List the shipped embedding models with their input, accuracy, licences and which two are recommended
+    (the most accurate, and the most accurate whose weights allow commercial use; --model ID picks one)."""
+    from facerec.api import DEFAULT_MODEL_ID, model_roles, models as model_cards
 
     cards = model_cards()
-    rows = [{"id": c.id, "embedding_dim": c.embedding_dim, "input": f"{c.template.width}x{c.template.height}",
+    roles = model_roles()
+    rows = [{"id": c.id, "recommended": roles.get(c.id, ""), "default": c.id == DEFAULT_MODEL_ID,
+             "embedding_dim": c.embedding_dim, "input": f"{c.template.width}x{c.template.height}",
              "lfw_view2_accuracy": c.extra.get("lfw_view2_accuracy", ""), "lfw_accuracy_declared": c.lfw_accuracy,
              "weights_licence": c.weights_licence, "training_data_licence": c.training_data_licence,
              "commercial_use": c.extra.get("commercial_use", "unknown: read the licences")} for c in cards]
@@ -295,10 +298,12 @@ def models(as_json: JsonFlag = False) -> None:
         _print_json(rows)
         return
     table = Table(title="embedding models (full licences: --json or facerec/weights/<id>/model.json)")
-    for col in ("id", "dim", "input", "LFW View 2 (facerec)", "commercial use"):
+    for col in ("id", "recommended", "dim", "input", "LFW View 2 (facerec)", "commercial use"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["id"], str(r["embedding_dim"]), r["input"], r["lfw_view2_accuracy"], r["commercial_use"])
+        name = r["id"] + (" (default)" if r["default"] else "")
+        table.add_row(name, r["recommended"].replace("_", " "), str(r["embedding_dim"]), r["input"],
+                      r["lfw_view2_accuracy"], r["commercial_use"])
     out.print(table)
 
 

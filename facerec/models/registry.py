@@ -19,6 +19,7 @@ RUNTIMES = {
     "fisherfaces": "facerec.models.classical:FisherfacesEmbedder",
     "lbp_histogram": "facerec.models.classical:LBPEmbedder",
     "mobilefacenet": "facerec.models.mobilefacenet:MobileFaceNetEmbedder",
+    "onnx": "facerec.models.onnx_embedder:OnnxEmbedder",
 }
 
 
