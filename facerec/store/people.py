@@ -18,7 +18,8 @@ def rename_person(store: Store, old: str, new: str, audit: AuditEntry | None = N
     The change log records the templates as removed and then added again, so a process that catches up
     re-reads them with their new owner.
     """
-    with store.session() as s:
+    with store.session(write=True) as s:
+        generation_row = store._lock_generation(s)
         person = s.scalar(select(Person).where(Person.name == old))
         if person is None:
             raise UnknownPersonError(f"unknown person {old!r}")
@@ -26,7 +27,7 @@ def rename_person(store: Store, old: str, new: str, audit: AuditEntry | None = N
             raise DuplicateIdentityError(f"cannot rename {old!r} to {new!r}: {new!r} is already enrolled")
         person.name = new
         ids = list(s.scalars(select(Template.id).where(Template.person_id == person.id)))
-        generation = store._bump_generation(s, removed=ids)
+        generation = store._bump_generation(s, generation_row, removed=ids)
         s.flush()  # the removals get lower change ids than the re-additions: net, the templates are re-read
         s.add_all([TemplateChange(generation=generation, template_id=i, added=True) for i in ids])
         if audit is not None:
@@ -36,7 +37,8 @@ def rename_person(store: Store, old: str, new: str, audit: AuditEntry | None = N
 
 def remove_template(store: Store, template_id: int, model_id: str, audit: AuditEntry | None = None) -> str:
     """Delete one enrolled photo's template; returns its owner. A person left with none is removed too."""
-    with store.session() as s:
+    with store.session(write=True) as s:
+        generation_row = store._lock_generation(s)
         row = s.execute(select(Template.id, Person.id, Person.name).join(Person)
                         .where(Template.id == int(template_id), Template.model_id == model_id)).first()
         if row is None:
@@ -45,7 +47,7 @@ def remove_template(store: Store, template_id: int, model_id: str, audit: AuditE
         s.execute(delete(Template).where(Template.id == int(template_id)))
         if s.scalar(select(Template.id).where(Template.person_id == person_id).limit(1)) is None:
             s.execute(delete(Person).where(Person.id == person_id))
-        store._bump_generation(s, removed=[int(template_id)])
+        store._bump_generation(s, generation_row, removed=[int(template_id)])
         if audit is not None:
             store._add_audit(s, audit, details={"template_id": int(template_id)})
         return name
