@@ -46,6 +46,7 @@ app.add_typer(index_app, name="index")
 app.add_typer(db_app, name="db")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(liveness_app, name="liveness")
+app.add_typer(__import__("facerec.cli.batch", fromlist=["app"]).app, name="batch")
 
 out = Console()
 err = Console(stderr=True)
