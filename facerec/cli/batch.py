@@ -114,3 +114,114 @@ def export_command(job: JobArg, path: Annotated[Path, typer.Argument(help="Outpu
             cli._print_json({"job": job, "path": str(path), "faces": n})
         else:
             cli.out.print(f"{n} faces written to {path}", markup=False, highlight=False)
+
+
+@app.command("cluster")
+def cluster_command(
+    job: JobArg,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Average-linkage merge threshold (default: the calibrated one).")] = None,
+    neighbours: Annotated[int, typer.Option("--neighbours", min=1, help="k of the k-NN graph.")] = 30,
+    quality_only: Annotated[bool, typer.Option("--quality-only", help="Leave faces that fail the quality checks unclustered.")] = False,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Also write an HTML contact sheet here.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Cluster the job's unknown faces from scratch, keeping every name, merge, split and rejection."""
+    cli = _main()
+    with cli._command(as_json):
+        service = _service()
+        summary = service.cluster(job, threshold, neighbours, quality_only)
+        if report:
+            service.report(job, report)
+        if as_json:
+            cli._print_json(summary.to_dict())
+        else:
+            cli.out.print(f"job {job}: {summary.faces} faces in {summary.clusters} clusters "
+                          f"({summary.multi_face_clusters} with two faces or more) at threshold "
+                          f"{summary.threshold:.4f} ({summary.threshold_source})", markup=False, highlight=False)
+
+
+@app.command("clusters")
+def clusters_command(job: JobArg, min_size: Annotated[int, typer.Option("--min-size", min=1)] = 2,
+                     as_json: JsonFlag = False) -> None:
+    """The job's clusters, largest first: id, size, name, face ids."""
+    cli = _main()
+    with cli._command(as_json):
+        views = [v for v in _service().clusters(job) if v.size >= min_size]
+        if as_json:
+            cli._print_json([v.to_dict() for v in views])
+            return
+        for v in views:
+            shown = ", ".join(map(str, v.faces[:10])) + (" ..." if v.size > 10 else "")
+            cli.out.print(f"cluster {v.id}: {v.size} faces, {v.name or 'unnamed'} (faces {shown})",
+                          markup=False, highlight=False)
+
+
+@app.command("name")
+def name_command(job: JobArg, cluster: Annotated[int, typer.Argument(help="Cluster id (see `batch clusters`).")],
+                 name: Annotated[str, typer.Argument(help="The person's name.")],
+                 enroll: Annotated[bool, typer.Option("--enroll/--no-enroll", help="Also enroll the person from the cluster's best faces.")] = True,
+                 as_json: JsonFlag = False) -> None:
+    """Name a cluster: its faces keep the name through every re-clustering; the person is enrolled."""
+    cli = _main()
+    with cli._command(as_json):
+        result = _service().name(job, cluster, name, enroll)
+        if as_json:
+            cli._print_json(result)
+        else:
+            cli.out.print(f"cluster {cluster}: {result['faces']} faces named {name}; {result['enrolled']} templates "
+                          f"enrolled", markup=False, highlight=False)
+
+
+@app.command("merge")
+def merge_command(job: JobArg, clusters: Annotated[list[int], typer.Argument(help="Two or more cluster ids.")],
+                  as_json: JsonFlag = False) -> None:
+    """These clusters are one person (kept by every re-clustering)."""
+    cli = _main()
+    with cli._command(as_json):
+        if len(clusters) < 2:
+            raise cli.UsageError("merge needs two cluster ids or more")
+        merged = _service().merge(job, clusters)
+        if as_json:
+            cli._print_json({"job": job, "cluster": merged})
+        else:
+            cli.out.print(f"merged into cluster {merged}", markup=False, highlight=False)
+
+
+@app.command("split")
+def split_command(job: JobArg, cluster: Annotated[int, typer.Argument(help="Cluster id.")],
+                  faces: Annotated[list[int], typer.Argument(help="Face ids that leave the cluster together.")],
+                  as_json: JsonFlag = False) -> None:
+    """These faces are not the rest of their cluster (kept by every re-clustering)."""
+    cli = _main()
+    with cli._command(as_json):
+        new = _service().split(job, cluster, faces)
+        if as_json:
+            cli._print_json({"job": job, "cluster": new})
+        else:
+            cli.out.print(f"{len(faces)} faces moved to cluster {new}", markup=False, highlight=False)
+
+
+@app.command("reject")
+def reject_command(job: JobArg, faces: Annotated[list[int], typer.Argument(help="Face ids.")],
+                   as_json: JsonFlag = False) -> None:
+    """"Not this person": the faces leave their cluster and never join one with its name again."""
+    cli = _main()
+    with cli._command(as_json):
+        _service().reject(job, faces)
+        if as_json:
+            cli._print_json({"job": job, "rejected": faces})
+        else:
+            cli.out.print(f"{len(faces)} faces rejected from their clusters", markup=False, highlight=False)
+
+
+@app.command("report")
+def report_command(job: JobArg, path: Annotated[Path, typer.Argument(help="Output HTML file.")],
+                   as_json: JsonFlag = False) -> None:
+    """An HTML contact sheet: one row per identity and per unknown cluster, purity estimates, uncertain faces."""
+    cli = _main()
+    with cli._command(as_json):
+        _service().report(job, path)
+        if as_json:
+            cli._print_json({"job": job, "report": str(path)})
+        else:
+            cli.out.print(f"report written to {path}", markup=False, highlight=False)

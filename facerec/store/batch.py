@@ -238,3 +238,9 @@ class BatchStore:
         return Constraints(must=[(a, b) for k, a, b, _ in rows if k == MUST],
                            cannot=[(a, b) for k, a, b, _ in rows if k == CANNOT],
                            rejected=[(a, n) for k, a, _, n in rows if k == NOT])
+
+    def set_cluster(self, job_id: int, face_ids: Sequence[int], cluster: int) -> None:
+        """Put faces into one cluster now (a user's merge or split, before the next clustering)."""
+        with self.store.session() as s:
+            s.execute(update(BatchFace).where(BatchFace.job_id == job_id, BatchFace.id.in_([int(f) for f in face_ids]))
+                      .values(cluster=int(cluster)))
