@@ -260,3 +260,24 @@ def partition(labels: list) -> set[frozenset[int]]:
     for i, label in enumerate(labels):
         groups.setdefault(label, set()).add(i)
     return {frozenset(g) for g in groups.values()}
+
+
+def test_xmp_sidecars_read_by_exiftool(scanned, tmp_path):
+    """The sidecars' MWG regions as a real metadata reader (ExifTool, the Debian package) sees them."""
+    exiftool = shutil.which("exiftool")
+    need(exiftool is not None, "no exiftool (apt-get install -y libimage-exiftool-perl)")
+    service, _, _ = scanned
+    job_id = service.store.job_id("album")
+    f = service.store.faces(job_id)
+    face = next(i for i, p in enumerate(f.paths) if p.endswith("gul_twice.png"))
+    service.store.name_faces(job_id, [int(f.ids[face])], "Abdullah Gül")
+    written = service.xmp("album", tmp_path)
+    sidecar = tmp_path / "gul_twice.png.xmp"
+    assert sidecar in written
+    out = subprocess.run([exiftool, "-j", "-struct", "-RegionInfo", str(sidecar)], capture_output=True, text=True)
+    info = json.loads(out.stdout)[0]["RegionInfo"]
+    assert info["AppliedToDimensions"] == {"W": 352, "H": 176, "Unit": "pixel"}
+    (region,) = info["RegionList"]
+    assert region["Name"] == "Abdullah Gül" and region["Type"] == "Face"
+    x1, y1, x2, y2 = f.boxes[face]
+    assert abs(region["Area"]["X"] - (x1 + x2) / 2 / 352) < 1e-5 and abs(region["Area"]["W"] - (x2 - x1) / 352) < 1e-5

@@ -130,20 +130,25 @@ def process_chunk(fr: FaceRec, store: BatchStore, job_id: int, chunk: list[tuple
                   options: ScanOptions, report: ScanReport) -> int:
     """Detect, embed and identify a chunk of read photos, then write it in one transaction."""
     touched = [(old.id, photo.mtime_ns) for photo, old in chunk if photo.unchanged and old is not None]
-    photos = [photo for photo, _ in chunk if not photo.unchanged]
-    files = analyse_photos(fr, photos, options.top_k)
+    files = analyse_photos(fr, [photo for photo, _ in chunk if not photo.unchanged], options.top_k)
+    commit_chunk(fr, store, job_id, files, touched, report)
+    return len(chunk)
+
+
+def commit_chunk(fr: FaceRec, store: BatchStore, job_id: int, files: list[ScannedFile],
+                 touched: list[tuple[int, int]], report: ScanReport) -> None:
+    """Write analysed photos (one transaction), note the unchanged ones' new mtimes, count (both engines)."""
     report.faces += store.write_chunk(job_id, fr.card.id, files)
     if touched:
         store.touch_files(touched)
     report.unchanged += len(touched)
-    report.scanned += len(photos)
+    report.scanned += len(files)
     for f in files:
         report.identified += sum(face.match is not None for face in f.faces)
         if f.error:
             report.errors += 1
             if len(report.error_samples) < 20:
                 report.error_samples.append(f"{f.path}: {f.error}")
-    return len(chunk)
 
 
 def analyse_photos(fr: FaceRec, photos: Sequence[ReadPhoto], top_k: int) -> list[ScannedFile]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from facerec.api import IDENTIFICATION, VERIFICATION, AuditPolicy, FaceRec, Settings
 from facerec.batch import export as exporter
-from facerec.batch import report
+from facerec.batch import report, xmp
 from facerec.batch.cluster import DEFAULT_NEIGHBOURS, ClusterInput, cluster
 from facerec.batch.thresholds import ClusterThreshold, cluster_threshold
 from facerec.batch.pipeline import Progress, ScanOptions, ScanReport, scan
@@ -54,6 +54,11 @@ class BatchService:
         return report.write(report.ReportInput(
             job, faces, self.fr.operating_point(IDENTIFICATION).threshold,
             self.fr.operating_point(VERIFICATION).threshold, cluster_threshold(self.fr.card.id).threshold), path)
+
+    def xmp(self, job: str, out_dir: str | Path | None = None) -> list[Path]:
+        """MWG face-region sidecars for the job's photos with named faces (see facerec.batch.xmp)."""
+        job_id = self.store.job_id(job)
+        return xmp.write_sidecars(self.store.faces(job_id), self.store.photo_sizes(job_id), out_dir)
 
     # --- clustering and the user's decisions ------------------------------------------------------
     def cluster(self, job: str, threshold: float | None = None, neighbours: int = DEFAULT_NEIGHBOURS,

@@ -225,3 +225,17 @@ def report_command(job: JobArg, path: Annotated[Path, typer.Argument(help="Outpu
             cli._print_json({"job": job, "report": str(path)})
         else:
             cli.out.print(f"report written to {path}", markup=False, highlight=False)
+
+
+@app.command("xmp")
+def xmp_command(job: JobArg,
+                out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the sidecars (default: beside each photo).")] = None,
+                as_json: JsonFlag = False) -> None:
+    """Write XMP sidecars (MWG face regions, read by digiKam and Immich) for photos with named faces."""
+    cli = _main()
+    with cli._command(as_json):
+        written = _service().xmp(job, out_dir)
+        if as_json:
+            cli._print_json({"job": job, "sidecars": [str(p) for p in written]})
+        else:
+            cli.out.print(f"{len(written)} XMP sidecars written", markup=False, highlight=False)

@@ -244,3 +244,9 @@ class BatchStore:
         with self.store.session() as s:
             s.execute(update(BatchFace).where(BatchFace.job_id == job_id, BatchFace.id.in_([int(f) for f in face_ids]))
                       .values(cluster=int(cluster)))
+
+    def photo_sizes(self, job_id: int) -> dict[int, tuple[int, int]]:
+        """File id -> (width, height) of the original photo, as scanned."""
+        with self.store.session() as s:
+            return {i: (w, h) for i, w, h in s.execute(select(BatchFile.id, BatchFile.width, BatchFile.height)
+                                                      .where(BatchFile.job_id == job_id))}
