@@ -54,13 +54,55 @@ def files_done(db: Path) -> int:
         return 0
 
 
+def verify(db: Path, job: str, window: int) -> dict:
+    """No face lost or duplicated across the kill: every photo stored once with faces 0..n-1, and the photos
+    around the kill point (in path order) give the same faces when scanned again without interruption."""
+    import tempfile
+
+    import numpy as np
+
+    from facerec.api import Settings
+    from facerec.batch.pipeline import ScanOptions
+    from facerec.batch.service import BatchService
+
+    run = json.loads(Path(str(db) + ".run.json").read_text())
+    service = BatchService(Settings.resolve(db=str(db)))
+    faces = service.store.faces(service.store.job_id(job))
+    files = sorted(service.store.known_files(service.store.job_id(job)))
+    per_file: dict[str, list[int]] = {}
+    for p, k in zip(faces.paths, faces.face_index.tolist()):
+        per_file.setdefault(p, []).append(k)
+    contiguous = all(sorted(v) == list(range(len(v))) for v in per_file.values())
+    k = run["killed_at_files"]
+    chosen = files[max(0, k - window // 2): k + window // 2]
+    with tempfile.TemporaryDirectory() as tmp:
+        clean = BatchService(Settings.resolve(db=str(Path(tmp) / "clean.db")))
+        clean.scan(chosen, "clean", ScanOptions(workers=1))
+        ref = clean.store.faces(clean.store.job_id("clean"))
+        ref_rows = {(p, i): r for r, (p, i) in enumerate(zip(ref.paths, ref.face_index.tolist()))}
+    got_rows = {(p, i): r for r, (p, i) in enumerate(zip(faces.paths, faces.face_index.tolist())) if p in set(chosen)}
+    same_faces = set(ref_rows) == set(got_rows)
+    diffs = [float(np.abs(ref.embeddings[ref_rows[key]] - faces.embeddings[got_rows[key]]).max())
+             for key in ref_rows if key in got_rows]
+    return {"photos": len(files), "faces": len(faces), "paths_unique": len(set(files)) == len(files),
+            "face_indices_contiguous": contiguous, "window": [chosen[0], chosen[-1]], "window_photos": len(chosen),
+            "window_faces_resumed": len(got_rows), "window_faces_clean": len(ref_rows), "same_faces": same_faces,
+            "max_embedding_difference": max(diffs, default=0.0)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", type=Path, required=True)
+    ap.add_argument("--verify", type=int, default=None, help="only check the stored run: rescan this many photos around the kill point")
     ap.add_argument("--root", type=Path, default=LFW)
     ap.add_argument("--subset", type=int, default=None)
     ap.add_argument("--job", default="lfw")
     args = ap.parse_args()
+    if args.verify:
+        result = verify(args.db, args.job, args.verify)
+        Path(str(args.db) + ".verify.json").write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+        return
 
     from facerec.api import FaceRec, Settings
 
