@@ -51,7 +51,10 @@ class ScanReport:
         return asdict(self) | {"photos_per_s": round(self.rate, 2)}
 
 
-def plan(entries: Sequence[FileEntry], known: dict[str, KnownFile]) -> tuple[list[tuple[FileEntry, KnownFile | None]], int]:
+Todo = list[tuple[FileEntry, KnownFile | None]]
+
+
+def plan(entries: Sequence[FileEntry], known: dict[str, KnownFile]) -> tuple[Todo, int]:
     """Which photos need reading: new paths and those whose size or mtime moved (hash decides then)."""
     todo, unchanged = [], 0
     for entry in entries:

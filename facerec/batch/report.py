@@ -70,8 +70,9 @@ def render(data: ReportInput) -> str:
             identities.setdefault(name, []).append(i)
         elif f.cluster[i] >= 0:
             clusters.setdefault(int(f.cluster[i]), []).append(i)
+    near = np.abs(f.score - data.identification_threshold) <= UNCERTAIN_BAND
     uncertain = [i for i in range(len(f)) if f.match[i] and not f.person[i]
-                 and (abs(f.score[i] - data.identification_threshold) <= UNCERTAIN_BAND or f.margin[i] <= UNCERTAIN_BAND)]
+                 and (near[i] or f.margin[i] <= UNCERTAIN_BAND)]
 
     parts = [f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>facerec batch report: {_e(data.job)}</title>
 <style>body{{font-family:sans-serif;margin:1em}} section{{margin:1em 0;border-top:1px solid #ccc}}

@@ -122,7 +122,8 @@ class BatchService:
         faces = sorted(i for g in groups for i in g)
         named = {n for n in self.store.faces(job_id, faces).person if n}
         if len(named) > 1:
-            raise UsageError(f"clusters {', '.join(map(str, clusters))} carry different names: {', '.join(sorted(named))}")
+            raise UsageError(f"clusters {', '.join(map(str, clusters))} carry different names: "
+                             f"{', '.join(sorted(named))}")
         anchor = faces[0]
         self.store.add_constraints(job_id, MUST, [(anchor, f) for f in faces[1:]])
         if named:
