@@ -134,6 +134,20 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(lfw, tmp_path):
     assert np.allclose(killed.embeddings[order], clean.embeddings[order_clean], atol=1e-5)
 
 
+def test_analysing_workers_give_the_main_process_results(scanned, tmp_path):
+    from dataclasses import replace
+
+    service, photos, _ = scanned
+    other = BatchService(Settings.resolve(db=str(tmp_path / "w.db")))
+    report = other.scan([str(photos)], "w", replace(OPTIONS, workers=2, analyse_in_workers=True))
+    a, b = service.store.faces(service.store.job_id("album")), other.store.faces(other.store.job_id("w"))
+    key = lambda f: sorted(zip(f.paths, f.face_index.tolist(), [tuple(x) for x in f.boxes]))  # noqa: E731
+    assert report.errors == 1 and key(a) == key(b)
+    ea = a.embeddings[np.lexsort((a.face_index, a.paths))]
+    eb = b.embeddings[np.lexsort((b.face_index, b.paths))]
+    assert np.allclose(ea, eb, atol=1e-5)
+
+
 def test_average_linkage_matches_sklearn_without_constraints(scanned):
     """With the k-NN graph complete, the graph method is exact average linkage: sklearn's must agree."""
     from sklearn.cluster import AgglomerativeClustering

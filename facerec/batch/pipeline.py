@@ -12,9 +12,9 @@ import multiprocessing
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-from facerec.api import FaceRec, IdentifiedFace
+from facerec.api import FaceRec, IdentifiedFace, Settings
 from facerec.batch.scan import DEFAULT_MAX_SIDE, FileEntry, ReadPhoto, read_photo, walk
 from facerec.store.batch import BatchStore, KnownFile, ScannedFace, ScannedFile
 
@@ -29,6 +29,9 @@ class ScanOptions:
     max_side: int = DEFAULT_MAX_SIDE
     in_flight: int = 128  # photos decoded ahead of the detector at most (bounds memory)
     limit: int | None = None  # stop after this many new photos (for measurements and tests)
+    # CPU without a GPU: the workers also detect and embed (each loads the model once), using every core;
+    # the main process then only identifies and writes. Off: batched detection/embedding in the main process.
+    analyse_in_workers: bool = False
 
 
 @dataclass
@@ -66,23 +69,40 @@ def plan(entries: Sequence[FileEntry], known: dict[str, KnownFile]) -> tuple[Tod
     return todo, unchanged
 
 
+_worker_engine: FaceRec | None = None  # one per analysing worker process
+
+
+def _start_analyser(settings: Settings) -> None:
+    global _worker_engine
+    _worker_engine = FaceRec(settings)
+
+
+def read_and_analyse(entry: FileEntry, known_sha256: str | None, max_side: int, max_pixels: int) -> ReadPhoto:
+    """A worker's whole share: read the photo, then detect and embed its faces (the pixels stay here)."""
+    photo = read_photo(entry, known_sha256, max_side, max_pixels)
+    if photo.rgb is None:
+        return photo
+    return replace(photo, rgb=None, faces=tuple(_worker_engine.analyse([photo.rgb])[0].faces))
+
+
 def read_ahead(todo: Sequence[tuple[FileEntry, KnownFile | None]], options: ScanOptions,
-               max_pixels: int) -> Iterator[tuple[ReadPhoto, KnownFile | None]]:
+               settings: Settings) -> Iterator[tuple[ReadPhoto, KnownFile | None]]:
     """Photos read by a pool of spawned processes, in order, with a bounded number in flight."""
     def job(item: tuple[FileEntry, KnownFile | None]) -> tuple:
         entry, old = item
-        return entry, old.sha256 if old else None, options.max_side, max_pixels
+        return entry, old.sha256 if old else None, options.max_side, settings.max_pixels
 
     if options.workers <= 0:
         for item in todo:
             yield read_photo(*job(item)), item[1]
         return
+    task, start = (read_and_analyse, _start_analyser) if options.analyse_in_workers else (read_photo, None)
     # spawn, not fork: the main process holds torch threads that a fork would copy half-locked
-    with multiprocessing.get_context("spawn").Pool(options.workers) as pool:
+    with multiprocessing.get_context("spawn").Pool(options.workers, start, (settings,) if start else ()) as pool:
         pending: deque = deque()
         items = iter(todo)
         for item in items:
-            pending.append((pool.apply_async(read_photo, job(item)), item[1]))
+            pending.append((pool.apply_async(task, job(item)), item[1]))
             if len(pending) >= options.in_flight:
                 break
         while pending:
@@ -90,7 +110,7 @@ def read_ahead(todo: Sequence[tuple[FileEntry, KnownFile | None]], options: Scan
             yield result.get(), old
             nxt = next(items, None)
             if nxt is not None:
-                pending.append((pool.apply_async(read_photo, job(nxt)), nxt[1]))
+                pending.append((pool.apply_async(task, job(nxt)), nxt[1]))
 
 
 def scan(fr: FaceRec, roots: Sequence[str], job: str, options: ScanOptions = ScanOptions(),
@@ -110,7 +130,7 @@ def scan(fr: FaceRec, roots: Sequence[str], job: str, options: ScanOptions = Sca
     outcome = "interrupted"
     try:
         chunk: list[tuple[ReadPhoto, KnownFile | None]] = []
-        for item in read_ahead(todo, options, fr.settings.max_pixels):
+        for item in read_ahead(todo, options, fr.settings):
             chunk.append(item)
             if len(chunk) >= options.chunk:
                 done += process_chunk(fr, store, job_id, chunk, options, report)
@@ -155,19 +175,21 @@ def commit_chunk(fr: FaceRec, store: BatchStore, job_id: int, files: list[Scanne
 
 
 def analyse_photos(fr: FaceRec, photos: Sequence[ReadPhoto], top_k: int) -> list[ScannedFile]:
-    """Read photos -> records with every face: one detection pass per photo, one embedding batch, one search."""
-    readable = [p for p in photos if p.rgb is not None]
-    analysed = fr.analyse([p.rgb for p in readable]) if readable else []
-    faces = [face for a in analysed for face in a.faces]
+    """Read photos -> records with every face: one detection pass per photo, one embedding batch (unless a
+    worker analysed the photo already), one gallery search for all their faces."""
+    readable = [p for p in photos if p.error is None]
+    pending = [p for p in readable if p.faces is None]
+    analysed = fr.analyse([p.rgb for p in pending]) if pending else []
+    found = {p.path: a.faces for p, a in zip(pending, analysed)} | {p.path: list(p.faces) for p in readable
+                                                                   if p.faces is not None}
+    faces = [face for p in readable for face in found[p.path]]
     identified = iter(fr.identify_faces(faces, top_k, source="batch") if faces else [])
-    found = {p.path: a for p, a in zip(readable, analysed)}
     files = []
     for photo in photos:
-        if photo.rgb is None:
-            files.append(ScannedFile(photo.path, photo.size, photo.mtime_ns, photo.sha256,
-                                     error=photo.error or "unreadable"))
+        if photo.error is not None:
+            files.append(ScannedFile(photo.path, photo.size, photo.mtime_ns, photo.sha256, error=photo.error))
             continue
-        records = [face_record(face, next(identified), photo.scale) for face in found[photo.path].faces]
+        records = [face_record(face, next(identified), photo.scale) for face in found[photo.path]]
         files.append(ScannedFile(photo.path, photo.size, photo.mtime_ns, photo.sha256, photo.width, photo.height,
                                  faces=records))
     return files

@@ -121,6 +121,7 @@ class ReadPhoto:
     scale: float = 1.0  # rgb = original * scale
     error: str | None = None
     unchanged: bool = False  # same SHA-256 as the last scan of this path: nothing to do
+    faces: tuple | None = None  # the faces, when a worker analysed the photo itself (then no pixels)
 
 
 def read_photo(entry: FileEntry, known_sha256: str | None, max_side: int, max_pixels: int) -> ReadPhoto:

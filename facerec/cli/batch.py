@@ -39,6 +39,7 @@ def scan_command(
     chunk: Annotated[int, typer.Option("--chunk", min=1, help="Photos per detection batch and per transaction.")] = 32,
     max_side: Annotated[int, typer.Option("--max-side", min=64, help="Photos are shrunk to this longer side first.")] = 1600,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Stop after this many new photos.")] = None,
+    analyse_in_workers: Annotated[bool, typer.Option("--analyse-in-workers", help="Workers also detect and embed (CPU: uses every core; each worker loads the model).")] = False,
     engine: Annotated[str, typer.Option("--engine", help="local (worker processes) or ray (Ray Data).")] = "local",
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address (ray engine); default: local.")] = None,
     export: Annotated[Optional[Path], typer.Option("--export", help="Also write the job's faces here (.csv, .jsonl, .parquet).")] = None,
@@ -53,7 +54,8 @@ def scan_command(
     cli = _main()
     with cli._command(as_json):
         service = _service()
-        options = ScanOptions(top_k=top_k, workers=workers, chunk=chunk, max_side=max_side, limit=limit)
+        options = ScanOptions(top_k=top_k, workers=workers, chunk=chunk, max_side=max_side, limit=limit,
+                              analyse_in_workers=analyse_in_workers)
         bar = Progress(TextColumn(f"scan {job}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=cli.err)
         task = bar.add_task("scan", total=None, rate="")
