@@ -581,6 +581,35 @@ class FaceRec:
         """Templates per sealing key id ("" = in the clear)."""
         return self.store.key_ids()
 
+    def enroll_embeddings(self, name: str, embeddings: np.ndarray, source_sha256: Sequence[str],
+                          source_names: Sequence[str], detection_scores: Sequence[float],
+                          qualities: Sequence[dict]) -> EnrollResult:
+        """Enroll a person from faces already detected and embedded by this engine's model (a batch job's
+        cluster the user named), through the gallery, so every process sees them at its next decision.
+
+        No duplicate check: such faces matched nobody when they were identified. Sources already enrolled
+        for this person (same SHA-256) are skipped."""
+        name = validate_name(name)
+        rows = np.asarray(embeddings, dtype=np.float32).reshape(len(source_sha256), -1)
+        if len(rows) == 0:
+            raise InputPathError("no face given")
+        if rows.shape[1] != self.card.embedding_dim:
+            raise FacerecError(f"embeddings of dimension {rows.shape[1]}, model {self.card.id} makes "
+                               f"{self.card.embedding_dim}")
+        known = self.store.known_sources(name, self.card.id)
+        templates = [NewTemplate(embedding=e, model_id=self.card.id, model_version=self.card.version,
+                                 source_sha256=sha, source_name=src, detection_score=float(det), quality=q,
+                                 forced=not q.get("passed", True))
+                     for e, sha, src, det, q in zip(rows, source_sha256, source_names, detection_scores, qualities)
+                     if sha not in known]
+        audit = self._entry("enroll", "enrolled" if templates else "unchanged", person_name=name,
+                            details={"images": list(source_names), "from": "embeddings"})
+        if not templates:
+            self.store.audit(audit)
+            return EnrollResult(name, 0, len(rows))
+        added = len(self.gallery.add(name, templates, audit=audit))
+        return EnrollResult(name, added, len(rows) - added)
+
     def _entry(self, action: str, outcome: str, person_name: str | None = None, score: float | None = None,
                threshold: float | None = None, details: dict | None = None) -> AuditEntry:
         return AuditEntry(action, outcome, person_name=person_name, score=score, threshold=threshold,

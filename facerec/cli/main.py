@@ -51,6 +51,7 @@ app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(liveness_app, name="liveness")
 app.add_typer(serve_app, name="serve")
 app.command("kiosk")(kiosk_command)
+app.add_typer(__import__("facerec.cli.batch", fromlist=["app"]).app, name="batch")
 
 out = Console()
 err = Console(stderr=True)

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -129,3 +130,74 @@ class ApiKey(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive wrong secrets
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+# --- batch identification over photo collections (facerec.batch, facerec/store/batch.py) ---------------
+class BatchJob(Base):
+    """One named scan of photo folders: its files, faces and the user's decisions about them."""
+
+    __tablename__ = "batch_jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(MAX_NAME_LENGTH), unique=True, nullable=False)
+    model_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    roots: Mapped[list] = mapped_column(JSON, default=list)
+    stats: Mapped[dict] = mapped_column(JSON, default=dict)  # the last scan's counts
+
+
+class BatchFile(Base):
+    """A photo of a job as it was read: path, size, mtime and content hash (what a re-run compares)."""
+
+    __tablename__ = "batch_files"
+    __table_args__ = (UniqueConstraint("job_id", "path", name="uq_batch_file_path"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(String(4096))
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    width: Mapped[int] = mapped_column(Integer, default=0)
+    height: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # why it could not be read
+    scanned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BatchFace(Base):
+    """One face of a photo: where, how good, the gallery's answer, its embedding, cluster and labels.
+
+    `person` is a name the user gave this face (a label carried by the face id, not by its vector, so it
+    survives re-clustering and re-embedding); `cluster` is the automatic clustering's answer.
+    """
+
+    __tablename__ = "batch_faces"
+    __table_args__ = (UniqueConstraint("file_id", "face_index", name="uq_batch_face"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"), index=True)
+    file_id: Mapped[int] = mapped_column(ForeignKey("batch_files.id", ondelete="CASCADE"), index=True)
+    face_index: Mapped[int] = mapped_column(Integer)
+    box: Mapped[list] = mapped_column(JSON)
+    detection_score: Mapped[float] = mapped_column(Float)
+    quality: Mapped[dict] = mapped_column(JSON)
+    quality_passed: Mapped[bool] = mapped_column(Boolean)
+    model_id: Mapped[str] = mapped_column(String(64))
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian, L2-normalised
+    match: Mapped[str | None] = mapped_column(String(MAX_NAME_LENGTH), nullable=True)  # None: unknown
+    score: Mapped[float] = mapped_column(Float)
+    margin: Mapped[float] = mapped_column(Float)
+    candidates: Mapped[list] = mapped_column(JSON)
+    person: Mapped[str | None] = mapped_column(String(MAX_NAME_LENGTH), nullable=True, index=True)
+    cluster: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+
+
+class BatchConstraint(Base):
+    """A user decision about two faces ("must" / "cannot" be one person) or a face and a name ("not")."""
+
+    __tablename__ = "batch_constraints"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # must | cannot | not
+    face_a: Mapped[int] = mapped_column(ForeignKey("batch_faces.id", ondelete="CASCADE"))
+    face_b: Mapped[int | None] = mapped_column(ForeignKey("batch_faces.id", ondelete="CASCADE"), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(MAX_NAME_LENGTH), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,97 @@
+"""Photos per second of `facerec batch scan` against the `face_recognition` CLI on the same folder, same run.
+
+    nice -n 10 python benchmarks/batch_throughput.py [--photos 300] [--workers 2] [--cpus 2]
+
+Both are timed end to end as a user runs them (process start and model loading included): the folder holds
+the first N LFW photos in path order, copied flat; face_recognition gets one known person (a folder of one
+photo) and the same folder as its unknown photos (`face_recognition --cpus C known/ photos/`: HOG detection
+and dlib ResNet encoding of every face, one line per face). facerec scans into a fresh database (empty
+gallery, so identification is the search of an empty index).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LFW = REPO.parent / "shared" / "data" / "faces" / "lfw"
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return time.perf_counter() - t0, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--photos", type=int, default=300)
+    ap.add_argument("--workers", type=int, default=2, help="facerec decoding processes")
+    ap.add_argument("--cpus", type=int, default=2, help="face_recognition --cpus")
+    ap.add_argument("--root", type=Path, default=LFW)
+    ap.add_argument("--out", default="benchmarks/results/batch_throughput.json")
+    args = ap.parse_args()
+    files = sorted(args.root.glob("*/*.jpg"))[: args.photos]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        photos, known = tmp / "photos", tmp / "known"
+        photos.mkdir()
+        known.mkdir()
+        for f in files:
+            shutil.copy(f, photos / f.name)
+        shutil.copy(files[0], known / "someone.jpg")
+        fr_s, fr_out = timed([sys.executable, str(REPO / "cli.py"), "--db", str(tmp / "bench.db"), "batch", "scan",
+                              str(photos), "--job", "bench", "--workers", str(args.workers), "--json"], REPO)
+        if fr_out.returncode != 0:
+            raise SystemExit(f"facerec failed: {fr_out.stderr[-1000:]}")
+        ours = json.loads(fr_out.stdout)
+        fw_s, fw_out = timed([sys.executable, str(REPO / "cli.py"), "--db", str(tmp / "bench2.db"), "batch", "scan",
+                              str(photos), "--job", "bench", "--workers", str(args.workers), "--analyse-in-workers",
+                              "--json"], REPO)
+        if fw_out.returncode != 0:
+            raise SystemExit(f"facerec failed: {fw_out.stderr[-1000:]}")
+        ours_w = json.loads(fw_out.stdout)
+        peer = shutil.which("face_recognition", path=str(Path(sys.executable).parent)) or "face_recognition"
+        fc_s, fc_out = timed([peer, "--cpus", str(args.cpus), str(known), str(photos)], REPO)
+        if fc_out.returncode != 0:
+            raise SystemExit(f"face_recognition failed: {fc_out.stderr[-1000:]}")
+        peer_faces = sum(1 for line in fc_out.stdout.splitlines() if line.strip() and ",no_persons_found" not in line
+                         and line.count(",") >= 1)
+        peer_lines = len([line for line in fc_out.stdout.splitlines() if line.strip()])
+    n = len(files)
+    result = {
+        "photos": n, "machine": f"{platform.node()} ({os.cpu_count()} CPUs, shared with other jobs)",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "facerec": {"seconds": round(fr_s, 2), "photos_per_s": round(n / fr_s, 3), "faces": ours["faces"],
+                    "workers": args.workers, "scan_only_photos_per_s": ours["photos_per_s"]},
+        "facerec_analyse_in_workers": {"seconds": round(fw_s, 2), "photos_per_s": round(n / fw_s, 3),
+                                       "faces": ours_w["faces"], "workers": args.workers,
+                                       "scan_only_photos_per_s": ours_w["photos_per_s"]},
+        "face_recognition": {"seconds": round(fc_s, 2), "photos_per_s": round(n / fc_s, 3), "output_lines": peer_lines,
+                             "faces_matched_or_unknown": peer_faces, "cpus": args.cpus},
+    }
+    result["speedup"] = round(result["facerec"]["photos_per_s"] / result["face_recognition"]["photos_per_s"], 2)
+    result["speedup_analyse_in_workers"] = round(
+        result["facerec_analyse_in_workers"]["photos_per_s"] / result["face_recognition"]["photos_per_s"], 2)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print("| tool | photos | seconds (end to end) | photos/s | faces |")
+    print("|---|---|---|---|---|")
+    print(f"| facerec batch scan (--workers {args.workers}) | {n} | {fr_s:.1f} | {n / fr_s:.2f} | {ours['faces']} |")
+    print(f"| facerec batch scan (--workers {args.workers} --analyse-in-workers) | {n} | {fw_s:.1f} | {n / fw_s:.2f} "
+          f"| {ours_w['faces']} |")
+    print(f"| face_recognition CLI (--cpus {args.cpus}) | {n} | {fc_s:.1f} | {n / fc_s:.2f} | {peer_lines} lines |")
+    print(f"speed-up with --analyse-in-workers: {result['speedup_analyse_in_workers']}x")
+    print(f"speed-up: {result['speedup']}x (facerec's own scan rate, model load excluded: {ours['photos_per_s']} photos/s)")
+
+
+if __name__ == "__main__":
+    main()
