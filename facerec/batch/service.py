@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from facerec.api import IDENTIFICATION, VERIFICATION, AuditPolicy, FaceRec, Settings
+from facerec.api import IDENTIFICATION, VERIFICATION, AuditPolicy, FaceRec, Settings, register_eraser
 from facerec.batch import export as exporter
 from facerec.batch import report, xmp
 from facerec.batch.cluster import DEFAULT_NEIGHBOURS, ClusterInput, cluster
@@ -207,3 +207,10 @@ class ClusterView:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@register_eraser
+def erase_batch_results(fr: FaceRec, name: str) -> list[str]:
+    """`facerec remove NAME --erase`: batch faces named or identified as the person go too."""
+    count = BatchStore(fr.store).erase_person(name)
+    return [f"{count} batch face(s) deleted"] if count else []

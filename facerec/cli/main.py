@@ -273,6 +273,8 @@ def remove(name: Annotated[str, typer.Argument(help="An enrolled person.")],
     """Remove a person's templates from the database and index (the audit trail is kept)."""
     with _command(as_json):
         fr = _engine()
+        if erase:
+            import facerec.batch.service  # noqa: F401 - registers the eraser of batch results
         result = fr.erase(name) if erase else fr.remove(name)
     if as_json:
         _print_json(result.to_dict())

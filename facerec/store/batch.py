@@ -224,6 +224,12 @@ class BatchStore:
             s.execute(update(BatchFace).where(BatchFace.job_id == job_id, BatchFace.id.in_(list(face_ids)))
                       .values(person=name))
 
+    def erase_person(self, name: str) -> int:
+        """Delete every batch face labelled with, or identified as, `name` (they hold the face's embedding)."""
+        with self.store.session(write=True) as s:
+            result = s.execute(delete(BatchFace).where((BatchFace.person == name) | (BatchFace.match == name)))
+            return int(result.rowcount or 0)
+
     def add_constraints(self, job_id: int, kind: str, pairs: Iterable[tuple[int, int | None]],
                         name: str | None = None) -> None:
         with self.store.session() as s:
