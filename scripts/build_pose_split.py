@@ -28,7 +28,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facerec.evaluation.pairs import RELAXED_SCORE, central_face  # noqa: E402
+from facerec.face.selection import select_subject  # noqa: E402
+from facerec.evaluation.pairs import RELAXED_SCORE  # noqa: E402
 from facerec.evaluation.pose import PoseImage, build_pairs, link_root, pairs_text, yaw_index  # noqa: E402
 
 OUT = REPO / "benchmarks" / "pose_split"
@@ -51,7 +52,7 @@ def survey(source: Path, leave_out: set[str]) -> list[dict]:
             faces = detect_faces(detector, rgb, RELAXED_SCORE, SURVEY_MIN_SIZE)
             row = {"identity": identity, "file": path.name, "number": number, "score": "", "yaw_index": ""}
             if faces:
-                face = central_face(faces, rgb.shape)
+                face = select_subject(faces, rgb.shape).subject
                 row.update(score=f"{face.score:.4f}", yaw_index=f"{yaw_index(face.landmarks):.4f}")
             rows.append(row)
         print(f"\r{n + 1}/{len(identities)} identities", end="", file=sys.stderr)

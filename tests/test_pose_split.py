@@ -68,7 +68,8 @@ def test_pairs_are_frontal_vs_profile_balanced_and_identity_disjoint(tmp_path):
 def test_committed_split_matches_its_photos(data_dir, tmp_path):
     """The committed pairs file reads, every photo exists, no LFW-overlap identity is in it, and MTCNN on a few
     of its photos gives the yaw recorded in yaw.csv (so 'frontal' and 'profile' mean what they say)."""
-    from facerec.evaluation.pairs import RELAXED_SCORE, central_face
+    from facerec.evaluation.pairs import RELAXED_SCORE
+    from facerec.face.selection import select_subject
     from facerec.face.detect import detect_faces
     from facerec.face.pipeline import shared_detector
     from facerec.io import load_image
@@ -91,6 +92,6 @@ def test_committed_split_matches_its_photos(data_dir, tmp_path):
             identity, number = path.parent.name, int(path.stem.rsplit("_", 1)[1])
             recorded = float(by_link[(identity, number)]["yaw_index"])
             rgb = load_image(path)
-            face = central_face(detect_faces(detector, rgb, RELAXED_SCORE, 40), rgb.shape)
+            face = select_subject(detect_faces(detector, rgb, RELAXED_SCORE, 40), rgb.shape).subject
             assert yaw_index(face.landmarks) == pytest.approx(recorded, abs=1e-3)
             assert (abs(recorded) <= FRONTAL_MAX) if frontal else (abs(recorded) >= PROFILE_MIN)
