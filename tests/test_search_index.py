@@ -205,9 +205,26 @@ def test_small_ivf_gallery_becomes_ivf_as_it_grows(gallery):
 
 
 def test_torch_kind_matches_flat(gallery):
+    """fp16 shortlist + fp32 re-score returns exactly what exact fp32 search returns."""
     pytest.importorskip("torch")
     _, ids, x, q = gallery
     a = SearchIndex.build(ids, x, DIM, "torch").search(q, 10)
     b = SearchIndex.build(ids, x, DIM, "flat").search(q, 10)
     np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_allclose(a[0], b[0], atol=2e-6)
+
+
+def test_torch_ivf_probing_all_lists_is_exact_and_follows_changes(gallery):
+    pytest.importorskip("torch")
+    _, ids, x, q = gallery
+    ivf = SearchIndex.build(ids, x, DIM, "torchivf")
+    flat = SearchIndex.build(ids, x, DIM, "flat")
+    assert ivf.plan.nlist > 1
+    ivf._searcher.nprobe = ivf.plan.nlist  # every list probed: must equal exact search
+    for index in (ivf, flat):
+        index.remove(ids[:40])
+        index.add(np.array([10**9]), q[:1])
+    for batch in (q[:5], np.repeat(q, 3, axis=0)):  # the probing path and the exhaustive batch path
+        got, want = ivf.search(batch, 10), flat.search(batch, 10)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_allclose(got[0], want[0], atol=2e-6)

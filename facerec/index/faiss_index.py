@@ -195,10 +195,13 @@ class _FaissSearcher:
         self._cache_key = None
 
 
-def _torch_searcher():
-    from facerec.index.torch_search import TorchSearcher  # imports torch: only for the torch kind
+TORCH_KINDS = ("torch", "torchivf")
 
-    return TorchSearcher
+
+def _torch_searcher(kind: str):
+    from facerec.index import torch_search  # imports torch: only for the torch kinds
+
+    return torch_search.TorchIVFSearcher if kind == "torchivf" else torch_search.TorchSearcher
 
 
 class SearchIndex:
@@ -234,8 +237,8 @@ class SearchIndex:
 
     @staticmethod
     def _make_searcher(plan: Plan, dim: int, vectors: np.ndarray, gpus: int, device: str | None = None):
-        if plan.kind == "torch":
-            return _torch_searcher().build(plan, dim, vectors, gpus, device)
+        if plan.kind in TORCH_KINDS:
+            return _torch_searcher(plan.kind).build(plan, dim, vectors, gpus, device)
         return _FaissSearcher.build(plan, dim, vectors)
 
     @property
@@ -417,8 +420,8 @@ class SearchIndex:
         vectors = storage.load_npy(storage.part(path, manifest.tag, "vectors.npy"), mmap=True)
         if vectors.shape != (manifest.base_rows, manifest.dim) or len(ids) != manifest.base_rows:
             raise SearchIndexError(f"{path}: index arrays disagree with the manifest")
-        if plan.kind == "torch":
-            searcher = _torch_searcher().build(plan, manifest.dim, vectors, gpus, device)
+        if plan.kind in TORCH_KINDS:
+            searcher = _torch_searcher(plan.kind).build(plan, manifest.dim, vectors, gpus, device)
         else:
             searcher = _FaissSearcher.load(plan, manifest.dim, storage.part(path, manifest.tag, "faiss"))
             if searcher.structure.ntotal != manifest.base_rows or searcher.structure.d != manifest.dim:

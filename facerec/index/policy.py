@@ -16,7 +16,7 @@ from pathlib import Path
 from facerec.errors import SearchIndexError
 
 PARAMS_FILE = Path(__file__).resolve().parent.parent / "data" / "index.json"
-INDEX_KINDS = ("auto", "flat", "hnsw", "ivf", "ivfsq8", "ivfpq", "torch")
+INDEX_KINDS = ("auto", "flat", "hnsw", "ivf", "ivfsq8", "ivfpq", "torch", "torchivf")
 
 
 @lru_cache(maxsize=1)
@@ -67,7 +67,7 @@ def make_plan(kind: str, n: int, dim: int, gpus: int = 0) -> Plan:
     if kind == "hnsw":
         return Plan(kind, p["factory"].format(M=p["M"]),
                     {"efSearch": p["efSearch"], "efConstruction": p["efConstruction"]}, rerank)
-    if kind.startswith("ivf"):
+    if kind.startswith("ivf") or kind == "torchivf":
         train = index_params()["train"]
         nlist = int(min(p["max_nlist"], max(p["min_nlist"], p["nlist_per_sqrt_n"] * math.sqrt(max(n, 1)))))
         nlist = min(nlist, max(1, n // train["min_per_list"]))
@@ -76,7 +76,8 @@ def make_plan(kind: str, n: int, dim: int, gpus: int = 0) -> Plan:
         m = max(1, dim // p.get("pq_dims_per_code", 4))
         while dim % m:
             m -= 1
-        return Plan(kind, p["factory"].format(nlist=nlist, m=m), {"nprobe": min(p["nprobe"], nlist)}, rerank, nlist)
+        search = {"nprobe": min(p["nprobe"], nlist), **{k: p[k] for k in ("shortlist", "batch_exhaustive") if k in p}}
+        return Plan(kind, p["factory"].format(nlist=nlist, m=m), search, rerank, nlist)
     return Plan(kind, p["factory"], {k: p[k] for k in ("shortlist",) if k in p}, rerank)
 
 

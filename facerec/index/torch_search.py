@@ -74,24 +74,145 @@ class TorchSearcher:
         scores, rows = self.search_tensor(q32, k)
         return scores.cpu().numpy(), rows.cpu().numpy()
 
+    def _position_mask(self) -> torch.Tensor | None:
+        """Deleted flags by storage position (rows and positions coincide here; not once rows are sorted)."""
+        return self._dead_mask
+
     @torch.inference_mode()
     def search_tensor(self, q32: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blocks of up to 1024 queries x `SCORE_BYTES` of fp16 scores: each block's shortlist is kept,
+        the shortlists merged, then re-scored exactly in fp32."""
         n = self.n
         short = min(n, max(k, k * self.shortlist))
-        step = max(1, SCORE_BYTES // (2 * max(n, 1)))
+        qb = min(len(q32), 1024)
+        rb = max(short, SCORE_BYTES // (2 * qb))
         out_s, out_r = [], []
         x16, x32 = self.x16[:n], self.x32[:n]
-        for i in range(0, len(q32), step):
-            q = q32[i:i + step]
-            s = q.half() @ x16.T
-            if self._dead_mask is not None:
-                s.masked_fill_(self._dead_mask[:n], float("-inf"))
-            rows = torch.topk(s, short, dim=1, sorted=False).indices
+        dead = self._position_mask()
+        for i in range(0, len(q32), qb):
+            q = q32[i:i + qb]
+            q16 = q.half()
+            cand_s, cand_r = [], []
+            for a in range(0, n, rb):
+                s = q16 @ x16[a:a + rb].T
+                if dead is not None:
+                    s.masked_fill_(dead[a:a + rb], float("-inf"))
+                top = torch.topk(s, min(short, s.shape[1]), dim=1, sorted=False)
+                cand_s.append(top.values)
+                cand_r.append(top.indices + a)
+            rows = cand_r[0]
+            if len(cand_r) > 1:
+                pick = torch.topk(torch.cat(cand_s, 1), short, dim=1, sorted=False).indices
+                rows = torch.gather(torch.cat(cand_r, 1), 1, pick)
             exact = torch.bmm(x32[rows], q.unsqueeze(2)).squeeze(2)
-            if self._dead_mask is not None:
-                exact.masked_fill_(self._dead_mask[rows], float("-inf"))
+            if dead is not None:
+                exact.masked_fill_(dead[rows], float("-inf"))
             top = torch.topk(exact, min(k, short), dim=1)
             out_s.append(top.values)
             out_r.append(torch.gather(rows, 1, top.indices))
         scores, rows = torch.cat(out_s), torch.cat(out_r)
+        return scores, torch.where(torch.isinf(scores), torch.full_like(rows, -1), rows)
+
+
+class TorchIVFSearcher(TorchSearcher):
+    """Inverted lists on the device: spherical k-means centroids, rows stored list by list.
+
+    Why: a single query over 1e8 rows cannot be brute-forced in a few milliseconds (38 GB of fp16 to
+    read); probing `nprobe` of `nlist` lists reads a few hundred thousand rows. Rows added after the last
+    sort are scanned exhaustively (the tail), and `fold` sorts them in. Batches of `batch_exhaustive`
+    queries or more take the exhaustive path, where matrix products beat gathers.
+    """
+
+    def __init__(self, plan: Plan, dim: int, device: str) -> None:
+        super().__init__(plan, dim, device)
+        self.nprobe = int(plan.search.get("nprobe", 64))
+        self.batch_exhaustive = int(plan.search.get("batch_exhaustive", 64))
+        self.centroids: torch.Tensor | None = None
+        self.offsets = self.counts = self.perm = None
+        self.sorted_n = 0
+
+    @classmethod
+    def build(cls, plan: Plan, dim: int, vectors: np.ndarray, gpus: int = 0, device: str | None = None) -> "TorchIVFSearcher":
+        searcher = super().build(plan, dim, vectors, gpus, device)
+        searcher.train()
+        searcher.fold(None)
+        return searcher
+
+    @torch.inference_mode()
+    def train(self, iterations: int = 10, per_list: int = 64, seed: int = 0) -> None:
+        """Spherical k-means on a sample of the stored rows (fp16 products, fp32 sums)."""
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        nlist = self.plan.nlist
+        pick = torch.randperm(self.n, generator=g, device=self.device)[:nlist * per_list]
+        sample = self.x32[pick]
+        cent = sample[torch.randperm(len(sample), generator=g, device=self.device)[:nlist]].clone()
+        for _ in range(iterations):
+            assign = self._assign(sample.half(), cent.half())
+            sums = torch.zeros_like(cent).index_add_(0, assign, sample)
+            filled = torch.bincount(assign, minlength=nlist) > 0
+            cent = torch.where(filled[:, None], sums / sums.norm(dim=1, keepdim=True).clamp_min(1e-12), cent)
+        self.centroids = cent.half()
+
+    @staticmethod
+    def _assign(x16: torch.Tensor, c16: torch.Tensor) -> torch.Tensor:
+        step = max(1, SCORE_BYTES // (2 * len(c16)))
+        return torch.cat([(x16[a:a + step] @ c16.T).argmax(1) for a in range(0, len(x16), step)])
+
+    @torch.inference_mode()
+    def fold(self, vectors) -> None:
+        """Sort every row into its list (the tail joins the lists); no retraining."""
+        n = self.n
+        lists = self._assign(self.x16[:n], self.centroids)
+        order = torch.argsort(lists, stable=True)
+        self.counts = torch.bincount(lists, minlength=self.plan.nlist)
+        self.offsets = torch.cumsum(self.counts, 0) - self.counts
+        self.x16[:n] = self.x16[:n][order]
+        self.x32[:n] = self.x32[:n][order]
+        self.perm = order if self.perm is None else self.perm[order]
+        self.sorted_n = n
+        self._pos_key = None
+
+    def _position_mask(self) -> torch.Tensor | None:
+        if self._dead_mask is None:
+            return None
+        if getattr(self, "_pos_key", None) is not self._dead_mask:
+            self._pos_key, self._pos_mask = self._dead_mask, self._dead_mask[self.perm]
+        return self._pos_mask
+
+    def add_tail(self, vectors: np.ndarray) -> None:
+        super().add_tail(vectors)
+        if self.perm is not None and len(self.perm) < self.n:  # new rows keep their own row numbers
+            extra = torch.arange(len(self.perm), self.n, device=self.device)
+            self.perm = torch.cat([self.perm, extra])
+
+    @torch.inference_mode()
+    def search_tensor(self, q32: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(q32) >= self.batch_exhaustive:
+            scores, pos = super().search_tensor(q32, k)
+            return scores, torch.where(pos >= 0, self.perm[pos.clamp_min(0)], pos)
+        short = min(self.n, max(k, k * self.shortlist))
+        out_s, out_r = [], []
+        probe = torch.topk(q32.half() @ self.centroids.T, min(self.nprobe, len(self.centroids)), dim=1).indices
+        tail = torch.arange(self.sorted_n, self.n, device=self.device)
+        for q, lists in zip(q32, probe):
+            lens = self.counts[lists]
+            total = int(lens.sum())
+            first = torch.repeat_interleave(self.offsets[lists] - (torch.cumsum(lens, 0) - lens), lens,
+                                            output_size=total)
+            pos = torch.cat([first + torch.arange(total, device=self.device), tail])
+            s = self.x16[pos] @ q.half()
+            if self._dead_mask is not None:
+                s.masked_fill_(self._dead_mask[self.perm[pos]], float("-inf"))
+            cand = pos[torch.topk(s, min(short, len(pos))).indices]
+            exact = self.x32[cand] @ q
+            if self._dead_mask is not None:
+                exact.masked_fill_(self._dead_mask[self.perm[cand]], float("-inf"))
+            top = torch.topk(exact, min(k, len(cand)))
+            sc = torch.full((k,), float("-inf"), device=self.device)
+            rows = torch.full((k,), -1, dtype=torch.long, device=self.device)
+            sc[:len(top.values)] = top.values
+            rows[:len(top.values)] = self.perm[cand[top.indices]]
+            out_s.append(sc)
+            out_r.append(rows)
+        scores, rows = torch.stack(out_s), torch.stack(out_r)
         return scores, torch.where(torch.isinf(scores), torch.full_like(rows, -1), rows)
