@@ -143,7 +143,7 @@ def test_damage_is_detected(tmp_path, gallery, monkeypatch):
     blob[len(blob) // 2] ^= 0xFF  # a flipped byte in the middle: only the full check sees it
     vectors.write_bytes(bytes(blob))
     SearchIndex.load(path)
-    with pytest.raises(SearchIndexError, match="chunk 0 is corrupt"):
+    with pytest.raises(SearchIndexError, match=r"corrupt index file \(chunk 0"):
         index.verify(path)
     vectors.write_bytes(bytes(blob[:-8]))  # truncated: seen at open
     with pytest.raises(SearchIndexError, match="changed or truncated"):
@@ -154,6 +154,10 @@ def test_damage_is_detected(tmp_path, gallery, monkeypatch):
     raw[-1] ^= 0xFF
     log.write_bytes(bytes(raw))
     with pytest.raises(SearchIndexError, match="corrupt index log"):
+        SearchIndex.load(path)
+    manifest = path.read_bytes()
+    path.write_bytes(manifest.replace(b'"generation": 2', b'"generation": 3'))
+    with pytest.raises(SearchIndexError, match="corrupt index manifest"):
         SearchIndex.load(path)
     path.write_text(json.dumps({"format": "facerec-index-1"}))
     with pytest.raises(SearchIndexError, match="rebuild"):

@@ -127,6 +127,8 @@ class _FaissSearcher:
         structure = faiss.index_factory(dim, plan.factory, faiss.METRIC_INNER_PRODUCT)
         if plan.kind == "hnsw":
             structure.hnsw.efConstruction = plan.search["efConstruction"]
+        if hasattr(structure, "do_polysemous_training"):
+            structure.do_polysemous_training = False  # 35x the training time, for a filter we do not use
         if plan.trained:
             sample = vectors
             if len(vectors) > train_sample_size(plan.nlist):
@@ -213,7 +215,7 @@ class SearchIndex:
         self._rows, self._searcher, self.trained_rows = rows, searcher, trained_rows
         self._deleted = np.zeros(rows.n, bool)
         self._dead = np.empty(0, np.int64)  # sorted deleted rows; a new array on every change
-        self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # (sorted ids, their rows) over all rows
+        self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # (sorted base ids, their rows)
         self._pending: list[tuple[bytes, bytes, int]] = []  # log records not yet on disk
         self._saved: tuple[Path, storage.Manifest] | None = None
 
@@ -263,7 +265,6 @@ class SearchIndex:
         self._rows.append(ids, vectors)
         self._searcher.add_tail(vectors)
         self._deleted = np.concatenate([self._deleted, np.zeros(len(ids), bool)])
-        self._lookup = None
         self._pending.append(storage.add_record(ids, vectors))
         if needs_retrain(self.plan, self.trained_rows, self.ntotal, self.requested, self.dim, self.gpus):
             self.rebuild("the gallery outgrew its plan")
@@ -289,14 +290,16 @@ class SearchIndex:
         return max(c[rows_key], c[fraction_key] * self._rows.base)
 
     def _rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Alive rows holding these template ids: binary search in the base, a scan of the small tail."""
         if self._lookup is None:
-            all_ids = self._rows.all_ids()
-            order = np.argsort(all_ids, kind="stable")
-            self._lookup = (all_ids[order], order)
+            base_ids = np.asarray(self._rows.base_ids)
+            order = np.argsort(base_ids, kind="stable")
+            self._lookup = (base_ids[order], order)
         sorted_ids, order = self._lookup
         lo = np.searchsorted(sorted_ids, ids, "left")
         hi = np.searchsorted(sorted_ids, ids, "right")
-        rows = np.concatenate([order[a:b] for a, b in zip(lo, hi)]) if len(ids) else np.empty(0, np.int64)
+        rows = np.concatenate([order[a:b] for a, b in zip(lo, hi)] +
+                              [np.flatnonzero(np.isin(self._rows.tail_ids, ids)) + self._rows.base]).astype(np.int64)
         return rows[~self._deleted[rows]]
 
     def compact(self) -> None:
@@ -434,7 +437,6 @@ class SearchIndex:
                 index._rows.append(rec_ids, rec_vectors)
                 index._searcher.add_tail(rec_vectors)
                 index._deleted = np.concatenate([index._deleted, np.zeros(len(rec_ids), bool)])
-                index._lookup = None
             else:
                 index._mark_deleted(index._rows_of(rec_ids))
         index._saved = (path, manifest)

@@ -61,12 +61,12 @@ def verify_files(folder: Path, files: dict[str, dict], full: bool = False) -> No
         except OSError:
             raise SearchIndexError(f"{path}: missing index file") from None
         if size != want["size"] or _edges(path, size) != {"head": want["head"], "tail": want["tail"]}:
-            raise SearchIndexError(f"{path}: index file changed or truncated")
+            raise SearchIndexError(f"{path}: corrupt index file (changed or truncated)")
         if full:
             with path.open("rb") as fh:
                 for i, expected in enumerate(want["chunks"]):
                     if hashlib.sha256(fh.read(CHUNK)).hexdigest() != expected:
-                        raise SearchIndexError(f"{path}: chunk {i} is corrupt")
+                        raise SearchIndexError(f"{path}: corrupt index file (chunk {i} changed)")
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -111,22 +111,29 @@ class Manifest:
     files: dict
 
     def dumps(self) -> bytes:
-        return json.dumps({"format": FORMAT, **self.__dict__}, indent=1).encode()
+        body = json.dumps({"format": FORMAT, **self.__dict__}, indent=1).encode()
+        return body + b"\n" + hashlib.sha256(body).hexdigest().encode() + b"\n"
 
     @classmethod
     def read(cls, path: Path) -> "Manifest":
+        """Parse and check the manifest (its last line is the SHA-256 of the JSON above it)."""
         try:
-            raw = json.loads(path.read_bytes())
+            blob = path.read_bytes()
         except OSError as exc:
             raise SearchIndexError(f"{path}: cannot read index ({exc.strerror})") from None
+        body, _, digest = blob.rstrip(b"\n").rpartition(b"\n")
+        try:
+            raw = json.loads(body)
         except ValueError:
-            raise SearchIndexError(f"{path}: not a facerec index manifest") from None
+            raw = None
         if not isinstance(raw, dict) or raw.pop("format", None) != FORMAT:
-            raise SearchIndexError(f"{path}: not a {FORMAT} index (old format or another file): rebuild it")
+            raise SearchIndexError(f"{path}: not a {FORMAT} index (corrupt, old format or another file): rebuild it")
+        if hashlib.sha256(body).hexdigest().encode() != digest:
+            raise SearchIndexError(f"{path}: corrupt index manifest (checksum mismatch)")
         try:
             return cls(**raw)
         except TypeError as exc:
-            raise SearchIndexError(f"{path}: damaged index manifest ({exc})") from None
+            raise SearchIndexError(f"{path}: corrupt index manifest ({exc})") from None
 
 
 def part(path: Path, tag: str, suffix: str) -> Path:
