@@ -221,6 +221,7 @@ def run_gpu(args, record) -> None:
 
     from facerec.index.merge import ReplicatedIndex, ShardedIndex
     from facerec.index.policy import make_plan
+    from facerec.index import torch_search
     from facerec.index.torch_search import TorchIVFSearcher, TorchSearcher
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -319,7 +320,10 @@ def run_gpu(args, record) -> None:
                 build_s = time.perf_counter() - t
                 mem = [torch.cuda.memory_allocated(g) / 2 ** 30 for g in range(min(n, ngpu))]
                 truth = exact(parts if base != "replica" else parts[:1], queries)
-                for nprobe in (args.gpu_nprobe if ivf else [None]):
+                settings = [(None, c) for c in args.topk_chunks] if not ivf else \
+                    [(p, args.topk_chunks[0]) for p in args.gpu_nprobe]
+                for nprobe, chunk in settings:
+                    torch_search.TOPK_CHUNK = chunk
                     if nprobe is not None:
                         for p in parts:
                             p.s.nprobe = nprobe
@@ -332,7 +336,7 @@ def run_gpu(args, record) -> None:
                                             for i in range(0, len(queries), step)])
                     r1, r10 = recall(found, truth)
                     row = {"K": k, "layout": layout, "gpus": n, "kind": "torchivf" if ivf else "torch",
-                           "factory": parts[0].s.plan.factory, "nprobe": nprobe,
+                           "factory": parts[0].s.plan.factory, "nprobe": nprobe, "topk_chunk": chunk,
                            "shortlist": plan.search.get("shortlist"), "build_s": build_s, "gpu_mem_gib": mem,
                            **single, "batch_qps": qps, "recall@1": r1, "recall@10": r10,
                            "recall@1_mated": float((found[mated, 0] == truth[mated, 0]).mean()),
@@ -365,6 +369,8 @@ def main() -> None:
     ap.add_argument("--layouts", nargs="+", default=["one", "shard", "replica", "one-ivf", "shard-ivf"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1024, 4096])
     ap.add_argument("--batch-queries", type=int, default=65536)
+    ap.add_argument("--topk-chunks", nargs="+", type=int, default=[4096],
+                    help="first-stage top-k slice sizes to compare on the brute-force layouts (0: one top-k)")
     ap.add_argument("--gpu-nprobe", nargs="+", type=int, default=[32, 64, 128, 256])
     ap.add_argument("--ivf-min", type=float, default=1e6, help="smallest K for the IVF layouts")
     ap.add_argument("--one-max", type=float, default=1e9, help="largest K on one GPU")

@@ -232,3 +232,37 @@ def test_torch_ivf_probing_all_lists_is_exact_and_follows_changes(gallery):
         got, want = ivf.search(batch, 10), flat.search(batch, 10)
         np.testing.assert_array_equal(got[1], want[1])
         np.testing.assert_allclose(got[0], want[0], atol=2e-6)
+
+
+def test_two_stage_topk_equals_topk():
+    torch = pytest.importorskip("torch")
+    from facerec.index.torch_search import chunked_topk
+
+    g = torch.Generator().manual_seed(0)
+    for n in (1000, 20000, 50001):
+        s = torch.randn(7, n, generator=g)
+        values, idx = chunked_topk(s, 40, 1024)
+        assert torch.equal(torch.sort(values, 1, descending=True).values, torch.topk(s, 40, dim=1).values)
+        assert torch.equal(torch.gather(s, 1, idx), values)
+
+
+def test_loaded_memory_mapped_index_compacts_and_saves_again(tmp_path, gallery, monkeypatch):
+    _, ids, x, q = gallery
+    from facerec.index import policy
+
+    params = json.loads(policy.PARAMS_FILE.read_text())
+    params["compact"] = {"tail_rows_min": 100, "tail_fraction": 0.0, "deleted_fraction": 0.5}
+    monkeypatch.setattr("facerec.index.faiss_index.index_params", lambda: params)
+    path = tmp_path / "g.faiss"
+    built = SearchIndex.build(ids[:2000], x[:2000], DIM, "ivf")
+    built.save(path, meta(built))
+    loaded, _ = SearchIndex.load(path)  # structure and vectors memory-mapped, read-only
+    loaded.add(ids[2000:2300], x[2000:2300])  # past the tail limit: folded into the structure
+    loaded.remove(ids[:7])
+    loaded.save(path, meta(loaded, 2))
+    again, m = SearchIndex.load(path)
+    assert m.generation == 2 and again.ntotal == 2293
+    for index in (loaded, again):
+        index.plan.search["nprobe"] = index.plan.nlist
+        index._searcher._cache_key = None
+        np.testing.assert_array_equal(index.search(q, 5)[1], exact(ids[7:2300], x[7:2300], q, 5)[1])

@@ -394,9 +394,10 @@ class SearchIndex:
         names = {"ids": storage.part(path, tag, "ids.npy"), "vectors": storage.part(path, tag, "vectors.npy")}
         storage.save_npy(names["ids"], self._rows.all_ids())
         storage.save_npy(names["vectors"], self._rows.all_vectors())
-        if hasattr(self._searcher, "save"):
+        if isinstance(self._searcher, _FaissSearcher):
             names["structure"] = storage.part(path, tag, "faiss")
             self._searcher.save(names["structure"])
+            self._searcher.path = names["structure"]  # the file a read-only (mmapped) structure reloads from
         storage.append_log(storage.part(path, tag, "log"), 0, [])
         manifest = storage.Manifest(
             meta=asdict(meta), tag=tag, kind=self.requested, factory=self.plan.factory, params=self.plan.to_dict(),
