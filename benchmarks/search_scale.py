@@ -350,9 +350,43 @@ def run_gpu(args, record) -> None:
                 torch.cuda.empty_cache()
 
 
+def report(files: list[Path]) -> None:
+    """Markdown tables (as in BENCHMARKS.md) from result files."""
+    for f in files:
+        d = json.loads(f.read_text())
+        print(f"\n`{d['command']}` ({d['started']}, {d['cpus']} CPUs)\n")
+        rows = [r for r in d["rows"] if "p50_ms" in r]
+        if rows and "layout" in rows[0]:
+            print("| K | layout | GPUs | method | nprobe | top-k | p50 ms | p99 ms | batched q/s | recall@1 (mated / non-mated) | recall@10 | GPU GiB |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+            for r in rows:
+                qps = ", ".join(f"{v:,.0f} (b={b})" for b, v in r["batch_qps"].items()) or "-"
+                print(f"| {r['K']:.0e} | {r['layout']} | {r['gpus']} | {r['factory']} | {r['nprobe'] or '-'} | "
+                      f"{r.get('topk_chunk') or 'one'} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {qps} | "
+                      f"{r['recall@1']:.4f} ({r['recall@1_mated']:.4f} / {r['recall@1_nonmated']:.4f}) | "
+                      f"{r['recall@10']:.4f} | {' + '.join(f'{m:.1f}' for m in r['gpu_mem_gib'])} |")
+        elif rows:
+            print("| K | index | param | build s | +RSS MB | p50 ms | p99 ms | batched q/s | recall@1 (mated / non-mated) | recall@10 |")
+            print("|---|---|---|---|---|---|---|---|---|---|")
+            for r in rows:
+                param = f"{r['param']}={r['value']}" if r["param"] else "-"
+                print(f"| {r['K']:.0e} | {r['factory']} | {param} | {r['build_s']:.1f} | {r['rss_mb']:.0f} | "
+                      f"{r['p50_ms']:.3f} | {r['p99_ms']:.2f} | {r['batch_qps']:,.0f} | {r['recall@1']:.4f} "
+                      f"({r['recall@1_mated']:.4f} / {r['recall@1_nonmated']:.4f}) | {r['recall@10']:.4f} |")
+        persist = [r for r in d["rows"] if r.get("persistence")]
+        if persist:
+            print("\n| K | kind | full save s | open ms | first search ms | add 1 + save ms | remove 1 + save ms | full verify s | files MB |")
+            print("|---|---|---|---|---|---|---|---|---|")
+            for r in persist:
+                print(f"| {r['K']:.0e} | {r['kind']} | {r['full_save_s']:.2f} | {1e3 * r['open_s']:.1f} | "
+                      f"{1e3 * r['first_search_s']:.1f} | {1e3 * r['add_one_and_save_s']:.1f} | "
+                      f"{1e3 * r['remove_one_and_save_s']:.1f} | {r['full_verify_s']:.2f} | {r['files_mb']:.0f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["faces", "cpu", "gpu"])
+    ap.add_argument("mode", choices=["faces", "cpu", "gpu", "report"])
+    ap.add_argument("results", nargs="*", type=Path, help="report: result JSON files")
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--faces", type=Path, default=Path("pack/faces.npz"))
     ap.add_argument("--crop-cache", type=Path, default=Path("pack/crops"))
@@ -382,6 +416,9 @@ def main() -> None:
     a = ap.parse_args()
     if a.mode == "faces":
         make_faces(a.data, a.faces, a.crop_cache)
+        return
+    if a.mode == "report":
+        report(a.results)
         return
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     rows: list[dict] = []

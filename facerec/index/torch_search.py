@@ -15,7 +15,7 @@ import torch
 from facerec.index.policy import Plan
 
 SCORE_BYTES = 2 << 30  # largest fp16 score block (queries x rows) computed at once
-TOPK_CHUNK = 4096  # rows per first-stage top-k (0: one top-k over the whole row); chosen by measurement
+TOPK_CHUNK = 0  # rows per first-stage top-k (0: one top-k over the whole row); 0 measured faster on the H200 (benchmarks/results/search_gpu_h200x2_exact.json)
 
 
 def chunked_topk(s: torch.Tensor, k: int, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
