@@ -189,8 +189,11 @@ def test_compaction_folds_tail_and_drops_deleted(tmp_path, gallery, monkeypatch)
 
 def test_plan_by_size_and_retrain_on_growth():
     assert make_plan("auto", 100, 192).kind == "flat"
-    big = make_plan("auto", 1_000_000, 192)
-    assert big.kind == "ivf" and big.search["nprobe"] >= 1 and big.factory.startswith("IVF")
+    assert make_plan("auto", 1_000_000, 192).kind == "hnsw"
+    huge = make_plan("auto", 20_000_000, 192)
+    assert huge.kind == "ivfsq8" and huge.rerank > 1 and huge.factory.startswith("IVF")
+    assert make_plan("auto", 1_000_000, 192, gpus=2).kind == "torch"
+    assert make_plan("auto", 1_000, 192, gpus=2).kind == "flat"
     assert make_plan("ivf", 50, 192).kind == "flat"  # too few to train
     plan = make_plan("ivf", 10_000, 192)
     assert not needs_retrain(plan, 10_000, 15_000, "ivf", 192)
