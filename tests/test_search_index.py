@@ -269,3 +269,17 @@ def test_loaded_memory_mapped_index_compacts_and_saves_again(tmp_path, gallery, 
         index.plan.search["nprobe"] = index.plan.nlist
         index._searcher._cache_key = None
         np.testing.assert_array_equal(index.search(q, 5)[1], exact(ids[7:2300], x[7:2300], q, 5)[1])
+
+
+def test_replicas_answer_like_one_index_and_take_every_change(gallery):
+    from facerec.index import ReplicatedIndex
+
+    _, ids, x, q = gallery
+    one = SearchIndex.build(ids, x, DIM, "flat")
+    replicas = ReplicatedIndex([SearchIndex.build(ids, x, DIM, "flat") for _ in range(3)])
+    for index in (one, replicas):
+        index.remove(ids[:10])
+        index.add(np.array([10**9]), q[:1])
+    assert replicas.ntotal == one.ntotal == len(ids) - 9
+    np.testing.assert_array_equal(replicas.search(q, 7)[1], one.search(q, 7)[1])  # a batch split over replicas
+    np.testing.assert_array_equal(replicas.search(q[:1], 7)[1], one.search(q[:1], 7)[1])  # one query, one replica
