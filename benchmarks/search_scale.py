@@ -7,7 +7,7 @@ L2-normalised like a real template. Queries: one image of each person with 2+ im
 of that person is in the gallery) and 1,000 images of people left out of the gallery (non-mated: the
 score an impostor gets sets FPIR, so its exactness matters too). Recall is against exact fp32 search.
 
-    # once: embed the faces (59 min niced on the shared 2-core box; 10 min idle)
+    # once: embed the faces (59 min niced on the shared, loaded 2-core box)
     PYTHONPATH=. nice python benchmarks/search_scale.py faces
     # CPU (this box): one size at a time, niced (PYTHONPATH=. so the checkout's facerec is used)
     PYTHONPATH=. nice python benchmarks/search_scale.py cpu --sizes 1e3 1e4 1e5 --json benchmarks/results/search_cpu_small.json
