@@ -554,6 +554,9 @@ class FaceRec:
         name = validate_name(name)
         removed = self.gallery.remove(name, audit=self._entry("erase", "removed", person_name=name))
         traces = [f"{len(removed)} template(s) deleted from the database and the index"]
+        if self.gallery.persist:  # removal only marks rows deleted in the index files: rewrite them without
+            self.gallery.rebuild()
+            traces.append("index files rewritten without their vectors")
         traces += [f"index temporary {p} deleted" for p in self.gallery.remove_stale_temporaries()]
         for eraser in _ERASERS:
             traces += eraser(self, name)

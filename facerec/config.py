@@ -4,7 +4,7 @@ FACEREC_HOME    folder for the default database and index files (default: ~/.loc
 FACEREC_DB      SQLAlchemy URL of the enrollment database (default: sqlite:///$FACEREC_HOME/facerec.db)
 FACEREC_INDEX   path of the FAISS index file (default: beside a SQLite file, else under $FACEREC_HOME)
 FACEREC_MODEL   embedding model id (default: the shipped default model)
-FACEREC_INDEX_KIND  flat | hnsw | ivfpq (default: flat, exact)
+FACEREC_INDEX_KIND  flat (default, exact) | auto (by gallery size and hardware) | hnsw | ivf | ivfsq8 | ivfpq | torch | torchivf
 FACEREC_SCORER  cosine | learned | chi2: how two templates are compared (default: cosine)
 FACEREC_MIN_FACE_SCORE / FACEREC_MIN_FACE_SIZE  detector filters (default 0.9 / 20 px)
 FACEREC_MAX_PIXELS  largest image accepted (default 16,000,000 pixels: facerec/io/images.py says why)

@@ -137,7 +137,8 @@ def test_index_from_another_database_is_never_trusted(tmp_path, caplog):
     home_a.add_templates("Ada", [template(people[0], "a")])
     home_b.add_templates("Stranger", [template(people[1], "s")])
     Gallery(home_a, "m", DIM, tmp_path / "a.faiss").sync()
-    (tmp_path / "b.faiss").write_bytes((tmp_path / "a.faiss").read_bytes())  # same generation, same ids
+    for part in tmp_path.glob("a.faiss*"):  # every file of the index: same generation, same ids
+        (tmp_path / ("b" + part.name[1:])).write_bytes(part.read_bytes())
     with caplog.at_level(logging.WARNING, logger="facerec"):
         gallery_b = Gallery(home_b, "m", DIM, tmp_path / "b.faiss")
         best = gallery_b.search(people[0][None], 1)[0][0]

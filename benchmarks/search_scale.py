@@ -1,0 +1,442 @@
+"""1:K search at scale (issue 21): build time, memory, single-query p50/p99, batched q/s, recall@1/@10 vs exact.
+
+Data: real 192-d MobileFaceNet embeddings of every LFW and CelebA face (`faces` step, once, niced; saved in
+pack/, not committed) as queries and mated entries, padded to K with distractors drawn from a Gaussian
+with the real embeddings' mean and covariance (x = mu + L z, L the Cholesky factor, z ~ N(0, I)), each then
+L2-normalised like a real template. Queries: one image of each person with 2+ images (mated: the rest
+of that person is in the gallery) and 1,000 images of people left out of the gallery (non-mated: the
+score an impostor gets sets FPIR, so its exactness matters too). Recall is against exact fp32 search.
+
+    # once: embed the faces (59 min niced on the shared, loaded 2-core box)
+    PYTHONPATH=. nice python benchmarks/search_scale.py faces
+    # CPU (this box): one size at a time, niced (PYTHONPATH=. so the checkout's facerec is used)
+    PYTHONPATH=. nice python benchmarks/search_scale.py cpu --sizes 1e3 1e4 1e5 --json benchmarks/results/search_cpu_small.json
+    # GPU (device run): torch fp16 search, one GPU or sharded over all GPUs of the host
+    PYTHONPATH=. python3 benchmarks/search_scale.py gpu --sizes 1e6 1e7 1e8 --json $OUT/search_gpu.json
+    # tables for BENCHMARKS.md
+    python benchmarks/search_scale.py report benchmarks/results/search_*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+SEED = 21
+
+
+def make_faces(data: Path, out: Path, cache: Path) -> None:
+    """Embed every LFW and CelebA face once with the default pipeline (MobileFaceNet, 192-d)."""
+    from facerec.api import evaluation_pipeline
+    from facerec.evaluation.pairs import embed_images
+
+    pipeline = evaluation_pipeline()
+    paths = sorted((data / "faces" / "lfw").glob("*/*.jpg")) + sorted((data / "faces" / "celeba_wild").glob("*/*.jpg"))
+    t0 = time.time()
+    done = [0]
+
+    def progress(n: int) -> None:
+        done[0] += n
+        if done[0] % 500 < n:
+            print(f"{done[0]}/{len(paths)} {time.time() - t0:.0f}s", flush=True)
+
+    embedded = embed_images(pipeline, paths, progress, cache_dir=cache)
+    keys = sorted(embedded.embeddings)
+    vectors = np.stack([embedded.embeddings[k] for k in keys]).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = np.array([f"{k.parent.parent.name}/{k.parent.name}" for k in keys])
+    np.savez(out, vectors=vectors, labels=labels, paths=np.array([str(k) for k in keys]))
+    print(f"{len(keys)} faces embedded ({len(embedded.failed)} failed) in {time.time() - t0:.0f}s -> {out}")
+
+
+# --- data ----------------------------------------------------------------------------------------
+def split_faces(faces: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(gallery_real, queries, mated mask, mean/cov source) from the embedded faces."""
+    f = np.load(faces)
+    x, labels = f["vectors"].astype(np.float32), f["labels"]
+    rng = np.random.default_rng(SEED)
+    _, first, counts = np.unique(labels, return_index=True, return_counts=True)
+    multi = first[counts >= 2]  # one query image of each person with 2+ images; the rest stay enrolled
+    singles = first[counts == 1]
+    held_out = rng.choice(singles, min(1000, len(singles)), replace=False)  # non-mated queries: never enrolled
+    is_query = np.zeros(len(x), bool)
+    is_query[multi] = is_query[held_out] = True
+    queries = np.concatenate([x[multi], x[held_out]])
+    mated = np.concatenate([np.ones(len(multi), bool), np.zeros(len(held_out), bool)])
+    return x[~is_query], queries, mated, x
+
+
+def distractor_model(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mu = real.mean(0)
+    cov = np.cov(real, rowvar=False) + 1e-6 * np.eye(real.shape[1])
+    return mu.astype(np.float64), np.linalg.cholesky(cov)
+
+
+def gallery_numpy(real: np.ndarray, k: int, mu: np.ndarray, chol: np.ndarray) -> np.ndarray:
+    """K vectors: the real faces (all, or the first K) then Gaussian distractors, all unit length."""
+    out = np.empty((k, real.shape[1]), np.float32)
+    n_real = min(k, len(real))
+    out[:n_real] = real[:n_real]
+    rng = np.random.default_rng(SEED + k)
+    for s in range(n_real, k, 1 << 18):
+        e = min(k, s + (1 << 18))
+        z = rng.standard_normal((e - s, real.shape[1]))
+        v = (mu + z @ chol.T).astype(np.float32)
+        out[s:e] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return out
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    r1 = float((found[:, 0] == truth[:, 0]).mean())
+    r10 = float(np.mean([len(set(a[:10]) & set(b[:10])) / 10 for a, b in zip(found, truth)]))
+    return r1, r10
+
+
+def rss_mb() -> float:
+    """Resident memory after handing freed heap back to the OS (so a freed index does not hide the next)."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def timed_singles(search, queries: np.ndarray, n: int) -> dict:
+    lat = []
+    for q in queries[:n]:
+        t = time.perf_counter()
+        search(q[None], 10)
+        lat.append(time.perf_counter() - t)
+    lat = np.array(lat[min(10, len(lat) // 10):]) * 1e3  # first calls warm caches
+    return {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)), "single_n": len(lat)}
+
+
+def timed_batch(search, queries: np.ndarray, batch: int, budget_s: float = 3.0) -> float:
+    """Queries/s answering `queries` in batches of `batch`, for about `budget_s` (at least one batch)."""
+    search(queries[:batch], 10)
+    t, done = time.perf_counter(), 0
+    while True:
+        for s in range(0, len(queries), batch):
+            search(queries[s:s + batch], 10)
+            done += len(queries[s:s + batch])
+            if time.perf_counter() - t > budget_s:
+                return done / (time.perf_counter() - t)
+
+
+# --- CPU -----------------------------------------------------------------------------------------
+def run_cpu(args, record) -> None:
+    import faiss
+
+    from facerec.index import IndexMeta, SearchIndex
+    from facerec.index.policy import make_plan
+
+    real, queries, mated, allx = split_faces(args.faces)
+    mu, chol = distractor_model(allx)
+    for k in (int(float(s)) for s in args.sizes):
+        x = gallery_numpy(real, k, mu, chol)
+        ids = np.arange(k, dtype=np.int64)
+        t = time.perf_counter()
+        truth_s, truth = faiss.knn(queries, x, 10, metric=faiss.METRIC_INNER_PRODUCT)
+        exact_s = time.perf_counter() - t
+        print(f"K={k:,}: data ready, exact reference {exact_s:.1f}s", flush=True)
+        for kind in args.kinds:
+            if kind == "flat" and k > args.flat_max:
+                continue
+            before = rss_mb()
+            t = time.perf_counter()
+            index = SearchIndex.build(ids, x, x.shape[1], kind)
+            build_s = time.perf_counter() - t
+            mem = rss_mb() - before
+            sweep = {"ivf": "nprobe", "ivfsq8": "nprobe", "ivfpq": "nprobe", "hnsw": "efSearch"}.get(index.kind)
+            values = args.nprobe if sweep == "nprobe" else args.ef if sweep == "efSearch" else [None]
+            for v in values:
+                if v is not None:
+                    if sweep == "nprobe" and v > index.plan.nlist:
+                        continue
+                    index.plan.search[sweep] = v
+                    index._searcher._cache_key = None
+                faiss.omp_set_num_threads(1)
+                single = timed_singles(index.search, queries, args.singles if kind != "flat" or k <= 1e5 else 50)
+                faiss.omp_set_num_threads(args.threads)
+                qps = timed_batch(index.search, queries, 1000)
+                _, found = index.search(queries, 10)
+                r1, r10 = recall(found, truth)
+                r1m = float((found[mated, 0] == truth[mated, 0]).mean())
+                r1n = float((found[~mated, 0] == truth[~mated, 0]).mean())
+                row = {"K": k, "kind": index.kind, "factory": index.plan.factory, "param": sweep, "value": v,
+                       "build_s": build_s, "rss_mb": mem, **single, "batch_qps": qps, "recall@1": r1,
+                       "recall@10": r10, "recall@1_mated": r1m, "recall@1_nonmated": r1n}
+                record(row)
+            if args.persist and index.kind == args.persist_kind:
+                record(persistence(index, x, args.tmp / f"bench-{k}.faiss"))
+            del index
+            gc.collect()
+
+
+def persistence(index, x: np.ndarray, path: Path) -> dict:
+    """Full save, open, one enrollment + save, one removal + save: what the kiosk pays."""
+    from facerec.index import IndexMeta, SearchIndex
+
+    meta = IndexMeta("mobilefacenet", x.shape[1], index.requested, 1, index.ntotal, index.kind)
+    t = time.perf_counter()
+    index.save(path, meta)
+    full = time.perf_counter() - t
+    t = time.perf_counter()
+    loaded, _ = SearchIndex.load(path)
+    load = time.perf_counter() - t
+    t = time.perf_counter()
+    loaded.search(x[:1], 10)
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    loaded.add(np.array([10 ** 12]), x[:1])
+    loaded.save(path, meta)
+    add_save = time.perf_counter() - t
+    t = time.perf_counter()
+    loaded.remove(np.array([5]))
+    loaded.save(path, meta)
+    remove_save = time.perf_counter() - t
+    t = time.perf_counter()
+    loaded.verify(path)
+    verify = time.perf_counter() - t
+    size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+    for p in path.parent.glob(path.name + "*"):
+        p.unlink()
+    return {"K": index.ntotal, "kind": index.kind, "persistence": True, "full_save_s": full, "open_s": load,
+            "first_search_s": first, "add_one_and_save_s": add_save, "remove_one_and_save_s": remove_save,
+            "full_verify_s": verify, "files_mb": size / 2 ** 20}
+
+
+# --- GPU -----------------------------------------------------------------------------------------
+def run_gpu(args, record) -> None:
+    import torch
+
+    from facerec.index.merge import ReplicatedIndex, ShardedIndex
+    from facerec.index.policy import make_plan
+    from facerec.index import torch_search
+    from facerec.index.torch_search import TorchIVFSearcher, TorchSearcher
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    real, queries, mated, allx = split_faces(args.faces)
+    mu, chol = distractor_model(allx)
+    ngpu = torch.cuda.device_count()
+    devices = args.devices or [f"cuda:{g}" for g in range(ngpu)] or ["cpu"]  # "cpu cpu": checks the code here
+
+    def sync() -> None:
+        for g in range(ngpu):
+            torch.cuda.synchronize(g)
+    plan = make_plan("torch", 0, real.shape[1], ngpu)
+    empty = np.empty(0, np.int64)
+
+    class Shard:
+        """A TorchSearcher whose rows are ids id0, id0 + step, ... (the id % n routing of ShardedIndex)."""
+
+        def __init__(self, searcher, id0: int, step: int) -> None:
+            self.s, self.id0, self.step = searcher, id0, step
+
+        @property
+        def ntotal(self) -> int:
+            return self.s.n
+
+        def search(self, q, k):
+            sc, r = self.s.search(q, k, empty, 0)
+            return sc, np.where(r >= 0, self.id0 + self.step * r, -1)
+
+    def fill(device: str, ids_of: np.ndarray, k: int, shard: int, nshards: int, ivf: bool = False) -> TorchSearcher:
+        """The gallery rows id = shard, shard + nshards, ... generated on the device (real faces first)."""
+        dev = torch.device(device)
+        if ivf:
+            s = TorchIVFSearcher(make_plan("torchivf", len(ids_of), real.shape[1], ngpu), real.shape[1], device)
+        else:
+            s = TorchSearcher(plan, real.shape[1], device)
+        n = len(ids_of)
+        s.x16 = torch.empty((n, real.shape[1]), dtype=torch.float16, device=dev)
+        s.x32 = torch.empty((n, real.shape[1]), dtype=torch.float32, device=dev)
+        g = torch.Generator(device=dev).manual_seed(SEED + shard)
+        mu_t = torch.tensor(mu, dtype=torch.float32, device=dev)
+        chol_t = torch.tensor(chol, dtype=torch.float32, device=dev)
+        real_rows = ids_of[ids_of < len(real)]
+        s.x32[:len(real_rows)] = torch.from_numpy(real[real_rows]).to(dev)
+        for a in range(len(real_rows), n, 1 << 22):
+            b = min(n, a + (1 << 22))
+            v = mu_t + torch.randn((b - a, real.shape[1]), generator=g, device=dev) @ chol_t.T
+            s.x32[a:b] = v / v.norm(dim=1, keepdim=True)
+        s.x16.copy_(s.x32)
+        s.n = n
+        if ivf:
+            s.train()
+            s.fold(None)
+        return s
+
+    def exact(parts: list[Shard], q: np.ndarray) -> np.ndarray:
+        """fp32 top-10 over all shards (the reference), chunked to bound memory."""
+        out_s, out_i = [], []
+        for p in parts:
+            qt = torch.from_numpy(q).to(p.s.device)
+            best_s, best_r = [], []
+            for a in range(0, p.s.n, 1 << 18):
+                sc = qt @ p.s.x32[a:a + (1 << 18)].T
+                t = torch.topk(sc, 10, dim=1)
+                best_s.append(t.values)
+                best_r.append(t.indices + a)
+            sc, r = torch.cat(best_s, 1), torch.cat(best_r, 1)
+            t = torch.topk(sc, 10, dim=1)
+            out_s.append(t.values.cpu().numpy())
+            pos = torch.gather(r, 1, t.indices)
+            rows = p.s.perm[pos] if getattr(p.s, "perm", None) is not None else pos
+            out_i.append(p.id0 + p.step * rows.cpu().numpy())
+        from facerec.index.merge import merge_topk
+        return merge_topk(out_s, out_i, 10)[1]
+
+    bench_q = np.tile(queries, (max(1, args.batch_queries // len(queries)), 1))
+    for k in (int(float(s)) for s in args.sizes):
+        for layout in args.layouts:
+            ivf = layout.endswith("-ivf")
+            base = layout.removesuffix("-ivf")
+            n = len(devices) if base in ("shard", "replica") else 1
+            if (n == 1 and base != "one") or (base == "replica" and k > args.replica_max) or \
+                    (ivf and k < args.ivf_min) or (base == "one" and k > args.one_max) or \
+                    (ivf and base == "one" and k > args.one_ivf_max):
+                continue
+            sync()
+            t = time.perf_counter()
+            try:
+                if base == "replica":
+                    ids_all = np.arange(k)
+                    parts = [Shard(fill(devices[g], ids_all, k, 0, 1, ivf), 0, 1) for g in range(n)]
+                    index = ReplicatedIndex(parts)
+                else:
+                    parts = [Shard(fill(devices[g], np.arange(g, k, n), k, g, n, ivf), g, n) for g in range(n)]
+                    index = ShardedIndex(parts) if n > 1 else parts[0]
+                sync()
+                build_s = time.perf_counter() - t
+                mem = [torch.cuda.memory_allocated(g) / 2 ** 30 for g in range(min(n, ngpu))]
+                truth = exact(parts if base != "replica" else parts[:1], queries)
+                settings = [(None, c) for c in args.topk_chunks] if not ivf else \
+                    [(p, args.topk_chunks[0]) for p in args.gpu_nprobe]
+                for nprobe, chunk in settings:
+                    torch_search.TOPK_CHUNK = chunk
+                    if nprobe is not None:
+                        for p in parts:
+                            p.s.nprobe = nprobe
+                    single = timed_singles(index.search, queries, args.singles)
+                    qps = {b: timed_batch(index.search, bench_q, b) for b in (args.batches if nprobe in
+                                                                              (None, args.gpu_nprobe[0]) else [])}
+                    # recall through the path the timings took: IVF answers small batches by probing
+                    step = 32 if ivf else len(queries)
+                    found = np.concatenate([index.search(queries[i:i + step], 10)[1]
+                                            for i in range(0, len(queries), step)])
+                    r1, r10 = recall(found, truth)
+                    row = {"K": k, "layout": layout, "gpus": n, "kind": "torchivf" if ivf else "torch",
+                           "factory": parts[0].s.plan.factory, "nprobe": nprobe, "topk_chunk": chunk,
+                           "shortlist": plan.search.get("shortlist"), "build_s": build_s, "gpu_mem_gib": mem,
+                           **single, "batch_qps": qps, "recall@1": r1, "recall@10": r10,
+                           "recall@1_mated": float((found[mated, 0] == truth[mated, 0]).mean()),
+                           "recall@1_nonmated": float((found[~mated, 0] == truth[~mated, 0]).mean())}
+                    record(row)
+            except torch.OutOfMemoryError as exc:
+                record({"K": k, "layout": layout, "error": f"out of GPU memory: {str(exc).splitlines()[0]}"})
+                index = parts = None
+            del index, parts
+            if ngpu:
+                torch.cuda.empty_cache()
+
+
+def report(files: list[Path]) -> None:
+    """Markdown tables (as in BENCHMARKS.md) from result files."""
+    for f in files:
+        d = json.loads(f.read_text())
+        print(f"\n`{d['command']}` ({d['started']}, {d['cpus']} CPUs)\n")
+        rows = [r for r in d["rows"] if "p50_ms" in r]
+        if rows and "layout" in rows[0]:
+            print("| K | layout | GPUs | method | nprobe | top-k | p50 ms | p99 ms | batched q/s | recall@1 (mated / non-mated) | recall@10 | GPU GiB |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+            for r in rows:
+                qps = ", ".join(f"{v:,.0f} (b={b})" for b, v in r["batch_qps"].items()) or "-"
+                print(f"| {r['K']:.0e} | {r['layout']} | {r['gpus']} | {r['factory']} | {r['nprobe'] or '-'} | "
+                      f"{r.get('topk_chunk') or 'one'} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {qps} | "
+                      f"{r['recall@1']:.4f} ({r['recall@1_mated']:.4f} / {r['recall@1_nonmated']:.4f}) | "
+                      f"{r['recall@10']:.4f} | {' + '.join(f'{m:.1f}' for m in r['gpu_mem_gib'])} |")
+        elif rows:
+            print("| K | index | param | build s | +RSS MB | p50 ms | p99 ms | batched q/s | recall@1 (mated / non-mated) | recall@10 |")
+            print("|---|---|---|---|---|---|---|---|---|---|")
+            for r in rows:
+                param = f"{r['param']}={r['value']}" if r["param"] else "-"
+                print(f"| {r['K']:.0e} | {r['factory']} | {param} | {r['build_s']:.1f} | {r['rss_mb']:.0f} | "
+                      f"{r['p50_ms']:.3f} | {r['p99_ms']:.2f} | {r['batch_qps']:,.0f} | {r['recall@1']:.4f} "
+                      f"({r['recall@1_mated']:.4f} / {r['recall@1_nonmated']:.4f}) | {r['recall@10']:.4f} |")
+        persist = [r for r in d["rows"] if r.get("persistence")]
+        if persist:
+            print("\n| K | kind | full save s | open ms | first search ms | add 1 + save ms | remove 1 + save ms | full verify s | files MB |")
+            print("|---|---|---|---|---|---|---|---|---|")
+            for r in persist:
+                print(f"| {r['K']:.0e} | {r['kind']} | {r['full_save_s']:.2f} | {1e3 * r['open_s']:.1f} | "
+                      f"{1e3 * r['first_search_s']:.1f} | {1e3 * r['add_one_and_save_s']:.1f} | "
+                      f"{1e3 * r['remove_one_and_save_s']:.1f} | {r['full_verify_s']:.2f} | {r['files_mb']:.0f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["faces", "cpu", "gpu", "report"])
+    ap.add_argument("results", nargs="*", type=Path, help="report: result JSON files")
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--faces", type=Path, default=Path("pack/faces.npz"))
+    ap.add_argument("--crop-cache", type=Path, default=Path("pack/crops"))
+    ap.add_argument("--sizes", nargs="+", default=["1e3", "1e4", "1e5"])
+    ap.add_argument("--kinds", nargs="+", default=["flat", "ivf", "hnsw"])
+    ap.add_argument("--nprobe", nargs="+", type=int, default=[8, 16, 32, 64])
+    ap.add_argument("--ef", nargs="+", type=int, default=[32, 64, 128])
+    ap.add_argument("--flat-max", type=float, default=1e6)
+    ap.add_argument("--singles", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--persist", action="store_true", help="also time save/open/append for --persist-kind")
+    ap.add_argument("--persist-kind", default="ivf")
+    ap.add_argument("--tmp", type=Path, default=Path("pack"))
+    ap.add_argument("--layouts", nargs="+", default=["one", "shard", "replica", "one-ivf", "shard-ivf"])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1024, 4096])
+    ap.add_argument("--batch-queries", type=int, default=65536)
+    ap.add_argument("--topk-chunks", nargs="+", type=int, default=[4096],
+                    help="first-stage top-k slice sizes to compare on the brute-force layouts (0: one top-k)")
+    ap.add_argument("--gpu-nprobe", nargs="+", type=int, default=[32, 64, 128, 256])
+    ap.add_argument("--ivf-min", type=float, default=1e6, help="smallest K for the IVF layouts")
+    ap.add_argument("--one-max", type=float, default=1e9, help="largest K on one GPU")
+    ap.add_argument("--one-ivf-max", type=float, default=5e7,
+                    help="largest K for IVF on one GPU (sorting the lists copies the fp32 rows once)")
+    ap.add_argument("--devices", nargs="+", help="torch devices (default: every GPU)")
+    ap.add_argument("--replica-max", type=float, default=2e7, help="largest K copied whole onto every GPU")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    if a.mode == "faces":
+        make_faces(a.data, a.faces, a.crop_cache)
+        return
+    if a.mode == "report":
+        report(a.results)
+        return
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    rows: list[dict] = []
+
+    def record(row: dict) -> None:
+        """Print a result row and rewrite the JSON, so a run cut short keeps what it measured."""
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if a.json:
+            a.json.parent.mkdir(parents=True, exist_ok=True)
+            a.json.write_text(json.dumps({"command": " ".join(["benchmarks/search_scale.py", *sys.argv[1:]]),
+                                          "started": started, "machine": platform.node(), "cpus": os.cpu_count(),
+                                          "platform": platform.platform(), "rows": rows}, indent=1))
+
+    (run_cpu if a.mode == "cpu" else run_gpu)(a, record)
+
+
+if __name__ == "__main__":
+    main()
