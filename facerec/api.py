@@ -862,6 +862,13 @@ def liveness_models() -> list[str]:
     return sorted(ids())
 
 
+def remove_index_files(path: str | os.PathLike) -> int:
+    """Delete an index file and all its parts (a server worker's own index at shutdown); returns how many."""
+    from facerec.index.storage import remove_index_files as remove
+
+    return len(remove(Path(path)))
+
+
 def redacted_url(url: str) -> str:
     """A database URL with its password hidden, for printing."""
     return redact(url)
@@ -938,7 +945,7 @@ __all__ = [
     "CalibrationResult", "EnrollResult", "EraseResult", "FaceInfo", "FaceRec", "IdentifiedFace", "generate_key",
     "register_eraser",
     "IdentificationCalibration", "IdentifyResult", "IndexStatus", "Match", "RemoveResult", "Settings",
-    "liveness_models", "plot_liveness_roc", "model_roles", "DEFAULT_MODEL_ID",
+    "liveness_models", "plot_liveness_roc", "remove_index_files", "model_roles", "DEFAULT_MODEL_ID",
     "VerifyResult", "evaluation_pipeline", "models", "person_folders", "redacted_url", "scorer_for",
     "upgrade_database", "UNKNOWN",
 ]

@@ -17,9 +17,11 @@ No torch here (import-linter contract).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facerec.errors import SearchIndexError
+from facerec.io.files import private_dir
 from facerec.store import AuditEntry, ChangeSet, GalleryState, NewTemplate, Store, TemplateRows
 
 if TYPE_CHECKING:  # faiss is imported on the first search, not for a `verify` or a `list`
@@ -169,7 +172,8 @@ class Gallery:
                 self.index_path.unlink(missing_ok=True)
         elif self.index_path.exists():
             try:
-                index, meta = SearchIndex.load(self.index_path)
+                with self._file_lock(exclusive=False):
+                    index, meta = SearchIndex.load(self.index_path)
                 if meta == self._expected_meta(state, meta.count, meta.built_kind):
                     rows = self.store.templates(self.model_id, with_embeddings=False)
                     self._install(index, state, rows)
@@ -226,10 +230,24 @@ class Gallery:
             return
         index, state = self._index, self._state
         try:
-            index.save(self.index_path, self._expected_meta(state, index.ntotal, index.kind))
-        except OSError as exc:
+            with self._file_lock(exclusive=True):
+                index.save(self.index_path, self._expected_meta(state, index.ntotal, index.kind))
+        except (OSError, SearchIndexError) as exc:
             log.warning("cannot write the index %s (%s): searching from memory; it is rebuilt at the next start",
-                        self.index_path, exc.strerror or exc)
+                        self.index_path, getattr(exc, "strerror", None) or exc)
+
+    @contextmanager
+    def _file_lock(self, exclusive: bool):
+        """Processes sharing one index path take turns: one writer (its parts are replaced and old ones
+        deleted), or any number of readers."""
+        lock = self.index_path.with_name(self.index_path.name + ".lock")
+        private_dir(lock.parent)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
 
     def remove_stale_temporaries(self) -> list[Path]:
         """Temporary files a crashed writer left behind still hold embeddings (perhaps of removed people).

@@ -147,6 +147,15 @@ def part(path: Path, tag: str, suffix: str) -> Path:
     return path.with_name(f"{path.name}.{tag}.{suffix}")
 
 
+def remove_index_files(path: Path) -> list[Path]:
+    """Delete an index: its manifest and every part (arrays, structure, log, temporaries, lock)."""
+    path = Path(path)
+    removed = [p for p in [path, *path.parent.glob(f"{path.name}.*")] if p.is_file()]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
+
+
 def append_log(log: Path, offset: int, records: list[tuple[bytes, bytes, int]]) -> int:
     """Write records at `offset` (dropping anything a crashed writer left after it), fsync; new length."""
     with open(log if log.exists() else _private(log), "r+b") as fh:

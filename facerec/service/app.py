@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from facerec.api import FaceRec, IdentifiedFace, KeyInfo, KeyRing, Settings
+from facerec.api import FaceRec, IdentifiedFace, KeyInfo, KeyRing, Settings, remove_index_files
 from facerec.errors import AuthError, FacerecError, RateLimitError, http_status_map
 from facerec.service.config import ServiceOptions
 from facerec.service.security import BodyLimit, RateLimiter
@@ -158,7 +158,7 @@ def create_app(engine: FaceRec, options: ServiceOptions | None = None) -> FastAP
         finally:
             svc.engine.close()
             if svc.own_index is not None:
-                svc.own_index.unlink(missing_ok=True)
+                remove_index_files(svc.own_index)
 
     app = FastAPI(
         title="facerec", version=VERSION, lifespan=lifespan,
@@ -209,7 +209,7 @@ def remove_orphan_indexes(path: Path) -> None:
     for orphan in path.parent.glob(f"{path.stem}.worker-*{path.suffix}"):
         pid = orphan.name[len(path.stem) + len(".worker-"):-len(path.suffix) or None]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            orphan.unlink(missing_ok=True)
+            remove_index_files(orphan)
 
 
 def _alive(pid: int) -> bool:
