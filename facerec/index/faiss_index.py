@@ -194,7 +194,11 @@ class _FaissSearcher:
     def fold(self, vectors: np.ndarray) -> None:
         """Move tail rows into the structure (graph / inverted lists grow in place)."""
         if not self.writable:
-            self.structure = faiss.read_index(str(self.path))
+            try:
+                self.structure = faiss.read_index(str(self.path))
+            except RuntimeError as exc:  # another process compacted and deleted the parts we had mapped
+                raise SearchIndexError(f"{self.path}: cannot re-read the index to grow it "
+                                       f"({str(exc).splitlines()[0]})") from None
             self.writable = True
         for start in range(0, len(vectors), 1 << 18):
             self.structure.add(np.ascontiguousarray(vectors[start:start + (1 << 18)], np.float32))
