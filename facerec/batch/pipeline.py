@@ -12,6 +12,7 @@ import multiprocessing
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
 from facerec.api import FaceRec, IdentifiedFace, Settings
@@ -113,9 +114,29 @@ def read_ahead(todo: Sequence[tuple[FileEntry, KnownFile | None]], options: Scan
                 pending.append((pool.apply_async(task, job(nxt)), nxt[1]))
 
 
-def scan(fr: FaceRec, roots: Sequence[str], job: str, options: ScanOptions = ScanOptions(),
-         progress: Progress | None = None) -> ScanReport:
-    """Scan `roots` into job `job`: every face of every new or changed photo, identified against the gallery."""
+@dataclass
+class ScanJob:
+    """One scan in progress: the photos to read, the report, and how far it got (shared by both engines)."""
+
+    store: BatchStore
+    job_id: int
+    todo: Todo
+    report: ScanReport
+    total: int
+    done: int
+    progress: Progress | None = None
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if self.progress:
+            self.progress(self.done, self.total)
+
+
+@contextmanager
+def scan_job(fr: FaceRec, roots: Sequence[str], job: str, options: ScanOptions, progress: Progress | None,
+             engine: str = "local") -> Iterator[ScanJob]:
+    """Open job `job`, plan what to read, and whatever happens record the outcome ("completed" only when the
+    body finished) in the job's stats and one audit event."""
     store = BatchStore(fr.store)
     job_id = store.open_job(job, fr.card.id, [str(r) for r in roots])
     found = walk(list(roots))
@@ -123,30 +144,33 @@ def scan(fr: FaceRec, roots: Sequence[str], job: str, options: ScanOptions = Sca
     if options.limit is not None:
         todo = todo[: options.limit]
     report = ScanReport(job, found.counts(), unchanged=unchanged)
-    total, done = len(found.files), unchanged
-    if progress:
-        progress(done, total)
+    run = ScanJob(store, job_id, todo, report, len(found.files), 0, progress)
+    run.advance(unchanged)
     start = time.perf_counter()
     outcome = "interrupted"
     try:
-        chunk: list[tuple[ReadPhoto, KnownFile | None]] = []
-        for item in read_ahead(todo, options, fr.settings):
-            chunk.append(item)
-            if len(chunk) >= options.chunk:
-                done += process_chunk(fr, store, job_id, chunk, options, report)
-                chunk = []
-                if progress:
-                    progress(done, total)
-        if chunk:
-            done += process_chunk(fr, store, job_id, chunk, options, report)
-            if progress:
-                progress(done, total)
+        yield run
         outcome = "completed"
     finally:
         report.seconds = time.perf_counter() - start
-        store.save_stats(job_id, report.to_dict() | {"outcome": outcome})
-        fr.record("batch_scan", outcome, details=report.to_dict())
-    return report
+        extra = {} if engine == "local" else {"engine": engine}
+        store.save_stats(job_id, report.to_dict() | {"outcome": outcome} | extra)
+        fr.record("batch_scan", outcome, details=report.to_dict() | extra)
+
+
+def scan(fr: FaceRec, roots: Sequence[str], job: str, options: ScanOptions = ScanOptions(),
+         progress: Progress | None = None) -> ScanReport:
+    """Scan `roots` into job `job`: every face of every new or changed photo, identified against the gallery."""
+    with scan_job(fr, roots, job, options, progress) as run:
+        chunk: list[tuple[ReadPhoto, KnownFile | None]] = []
+        for item in read_ahead(run.todo, options, fr.settings):
+            chunk.append(item)
+            if len(chunk) >= options.chunk:
+                run.advance(process_chunk(fr, run.store, run.job_id, chunk, options, run.report))
+                chunk = []
+        if chunk:
+            run.advance(process_chunk(fr, run.store, run.job_id, chunk, options, run.report))
+    return run.report
 
 
 def process_chunk(fr: FaceRec, store: BatchStore, job_id: int, chunk: list[tuple[ReadPhoto, KnownFile | None]],
