@@ -385,6 +385,11 @@ class FaceRec:
                liveness: bool = False) -> VerifyResult:
         """1:1: is the one face in `image` the enrolled person `name`? With `liveness`, a face the
         presentation-attack detector calls a spoof is refused (reason "spoof") whatever its score."""
+        return self._verify(name, image, choose_subject, liveness)[0]
+
+    def _verify(self, name: str, image: ImageInput, choose_subject: bool,
+                liveness: bool) -> tuple[VerifyResult, Face]:
+        """`verify`, and the face it decided on (the HTTP service ranks the gallery around it)."""
         name = validate_name(name)
         gallery = self.store.templates(self.card.id, name=name)
         if len(gallery.ids) == 0:
@@ -395,14 +400,14 @@ class FaceRec:
         score = float(np.max(self.scorer.score(gallery.embeddings, face.embedding[None])))
         point = self.operating_point()
         live = self.liveness.decide(analysed.rgb, face.detection) if liveness else None
-        match = score >= point.threshold and (live is None or live.is_live)
-        reason = "" if match else ("spoof" if live is not None and not live.is_live else "below_threshold")
+        match, reason = _one_to_one(score, point, live)
         if self.audit_policy is AuditPolicy.EVERY_DECISION:
             self.store.audit(self._entry("verify", "match" if match else reason, person_name=name, score=score,
                                          threshold=point.threshold,
                                          details={"image": _label(image),
                                                   "liveness": live.to_dict() if live else None}))
-        return VerifyResult(name, match, score, point.threshold, point.source, FaceInfo.of(face), live, reason)
+        result = VerifyResult(name, match, score, point.threshold, point.source, FaceInfo.of(face), live, reason)
+        return result, face
 
     def identify(self, image: ImageInput, top_k: int = 1, liveness: bool = False) -> IdentifyResult:
         """1:K open-set: every face in `image` with its best enrolled match, or "unknown" below threshold."""
@@ -683,26 +688,10 @@ class FaceRec:
                        choose_subject: bool = False) -> SubjectVerification:
         """`verify`, answered like an identification: the claimed person's score against the 1:1 threshold,
         and the gallery's best other people (the margin says how far ahead of them the claim is)."""
-        name = validate_name(name)
-        gallery = self.store.templates(self.card.id, name=name)
-        if len(gallery.ids) == 0:
-            raise UnknownPersonError(f"unknown person {name!r}")
-        analysed = self.pipeline.analyse(image)
-        face = analysed.subject(_label(image), choose_subject)
-        score = float(np.max(self.scorer.score(gallery.embeddings, face.embedding[None])))
-        point = self.operating_point()
-        live = self.liveness.decide(analysed.rgb, face.detection) if liveness else None
-        others = [c for c in self._candidates([face.embedding], max(top_k, 2) + 1)[0] if c.name != name]
-        match = score >= point.threshold and (live is None or live.is_live)
-        reason = "" if match else ("spoof" if live is not None and not live.is_live else "below_threshold")
-        if self.audit_policy is AuditPolicy.EVERY_DECISION:
-            self.store.audit(self._entry("verify", "match" if match else reason, person_name=name, score=score,
-                                         threshold=point.threshold,
-                                         details={"image": _label(image),
-                                                  "liveness": live.to_dict() if live else None}))
+        verified, face = self._verify(name, image, choose_subject, liveness)
+        others = [c for c in self._candidates([face.embedding], max(top_k, 2) + 1)[0] if c.name != verified.name]
         runner_up = others[0].score if others else -1.0
-        return SubjectVerification(name, match, score, point.threshold, point.source, FaceInfo.of(face), live,
-                                   reason, margin=score - runner_up, others=others[:top_k])
+        return SubjectVerification(**vars(verified), margin=verified.score - runner_up, others=others[:top_k])
 
     def compare(self, image_a: ImageInput, image_b: ImageInput, liveness: bool = False) -> Comparison:
         """1:1 between two photos (no gallery): the subject of each, scored against the 1:1 threshold."""
@@ -711,8 +700,7 @@ class FaceRec:
         score = float(self.scorer.score(faces[0].embedding[None], faces[1].embedding[None])[0])
         point = self.operating_point()
         live = self.liveness.decide(analysed[1].rgb, faces[1].detection) if liveness else None
-        match = score >= point.threshold and (live is None or live.is_live)
-        reason = "" if match else ("spoof" if live is not None and not live.is_live else "below_threshold")
+        match, reason = _one_to_one(score, point, live)
         if self.audit_policy is AuditPolicy.EVERY_DECISION:
             self.store.audit(self._entry("compare", "match" if match else reason, score=score,
                                          threshold=point.threshold))
@@ -905,6 +893,13 @@ def person_folders(root: str | os.PathLike) -> list[Path]:
     if not folders:
         raise InputPathError(f"{root}: no person sub-folders (expected {root}/NAME/photo.jpg)")
     return folders
+
+
+def _one_to_one(score: float, point: DecisionThreshold, live: LivenessDecision | None) -> tuple[bool, str]:
+    """A 1:1 decision: a match at or above the threshold and live when checked; else why not."""
+    match = score >= point.threshold and (live is None or live.is_live)
+    reason = "" if match else ("spoof" if live is not None and not live.is_live else "below_threshold")
+    return match, reason
 
 
 def _decide(face: Face, ranked: list[Candidate], top_k: int, point: DecisionThreshold,
