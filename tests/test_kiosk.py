@@ -386,6 +386,20 @@ def test_cooldown_evidence_and_diagnostics(site, tmp_path):
     assert summary["visits"] >= 2 and summary["usable_visit_share"] > 0
     assert sum(summary["face_size_histogram"].values()) >= 30  # every detected face is counted by size
 
+    # `remove --erase` finds the frames through the audit trail (on a copy: the gallery is shared by the module)
+    import facerec.kiosk.evidence  # noqa: F401 - registers the eraser, as `facerec remove --erase` does
+
+    bystander = saved[0].with_name("notes.jpg")
+    bystander.write_bytes(b"not the kiosk's")
+    copy = tmp_path / "copy.db"
+    shutil.copy(site["db"].removeprefix("sqlite:///"), copy)
+    with FaceRec(Settings.resolve(db=f"sqlite:///{copy}")) as fr:
+        traces = fr.erase("nuaa_" + NUAA_SUBJECT).traces
+    theirs = [Path(e["evidence"]) for e in subject]
+    assert f"{len(theirs)} kiosk evidence frame(s) deleted" in traces
+    assert not any(p.exists() for p in theirs) and bystander.exists()
+    assert all(p.exists() for p in saved if p not in theirs)
+
 
 def test_refuses_a_threshold_not_calibrated_for_identification(site, tmp_path):
     """A fresh gallery has only the model's default (1:1) threshold: the kiosk will not run on it unless told,

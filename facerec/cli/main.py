@@ -275,6 +275,7 @@ def remove(name: Annotated[str, typer.Argument(help="An enrolled person.")],
         fr = _engine()
         if erase:
             import facerec.batch.service  # noqa: F401 - registers the eraser of batch results
+            import facerec.kiosk.evidence  # noqa: F401 - registers the eraser of kiosk evidence frames
         result = fr.erase(name) if erase else fr.remove(name)
     if as_json:
         _print_json(result.to_dict())
