@@ -28,7 +28,7 @@ HELP = {
     "cache": "crop cache folder (made by `python -m facerec.train cache`)",
     "out": "run folder (checkpoints, metrics.jsonl, export/)",
     "base_model": "model id under facerec/weights/ whose card gives template, normalisation, weights ('' for none)",
-    "backbone": "dlib_resnet29 | tiny",
+    "backbone": "auto (by the base model's runtime: dlib_resnet29 or onnx, e.g. sface_2021dec) | dlib_resnet29 | onnx | tiny",
     "init": "pretrained | scratch | path to weights (.npz of the dlib port, or a facerec.train .pt checkpoint)",
     "freeze_until": "freeze this backbone stage and all earlier ones (dlib: stem res32 res64 res128 res256 "
                     "res256_out fc; 'all' = train the ArcFace head only)",
@@ -39,7 +39,9 @@ HELP = {
     "amp": "auto | bf16 | fp16 | none",
     "early_stop": "eer | auc (validation metric for best checkpoint and early stopping)",
     "resume": "path to last.pt, or 'auto'",
-    "export_dtype": "int12 | int10 | int8 | float16 | float32",
+    "export_dtype": "dlib: int12 | int10 | int8 | float16 | float32; onnx: int8 | float16 (default: the backbone's)",
+    "holdout_pairs": "LFW-format pairs file whose --holdout-folds identities never reach training or validation",
+    "holdout_folds": "folds of --holdout-pairs to hold out, e.g. 6-10",
 }
 
 
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     if "cache" not in raw:
         print("fit: --cache is required", file=sys.stderr)
         return 2
-    for key in ("base_model", "freeze_until", "resume", "export_id", "base_model_folder"):
+    for key in ("base_model", "freeze_until", "resume", "export_id", "base_model_folder", "export_dtype",
+                "holdout_pairs", "holdout_folds"):
         if raw.get(key) == "":
             raw[key] = None
     result = train(TrainConfig.from_dict(raw))
