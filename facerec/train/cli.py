@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=int, default=1, help="detection processes (each with --threads threads)")
     c.add_argument("--threads", type=int, default=1,
                    help="torch threads per process (default 1: more is slower on a busy machine)")
+    c.add_argument("--holdout-pairs", type=Path, default=None,
+                   help="LFW-format pairs file whose --holdout-folds identities are left out of the cache (a test set)")
+    c.add_argument("--holdout-folds", default=None, help="folds of --holdout-pairs, e.g. 6-10")
     c.add_argument("--quiet", action="store_true")
 
     f = sub.add_parser("fit", help="train / fine-tune on a crop cache")
@@ -121,15 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "cache":
-        from facerec.train.data import build_crop_cache
+        from facerec.train.data import build_crop_cache, pairs_identities
 
+        if bool(args.holdout_pairs) != bool(args.holdout_folds):
+            print("cache: --holdout-pairs and --holdout-folds go together", file=sys.stderr)
+            return 2
+        held_out = pairs_identities(args.holdout_pairs, args.holdout_folds) if args.holdout_pairs else []
         out = args.out or REPO / ".cache" / "crops" / args.model
         meta = build_crop_cache(
             args.source, out, model_id=args.model, model_folder=args.model_folder,
             limit_identities=args.limit_identities, max_per_identity=args.max_per_identity,
             encoding=args.encoding, jpeg_quality=args.jpeg_quality, shard_mib=args.shard_mib,
             min_score=args.min_score, min_face_size=args.min_face_size, progress=not args.quiet,
-            workers=args.workers, threads=args.threads,
+            workers=args.workers, threads=args.threads, exclude_identities=held_out,
         )
         print(json.dumps({"out": str(out), "n_images": meta["n_images"], "n_failures": meta["n_failures"],
                           "identities": len(meta["identities"]), "shards": len(meta["shards"]),

@@ -356,6 +356,7 @@ def build_crop_cache(
     model_folder: Path | str | None = None,
     workers: int = 1,
     threads: int | None = 1,
+    exclude_identities: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Detect, choose and align one face per photo of `source/<identity>/*` with the inference pipeline.
 
@@ -365,7 +366,8 @@ def build_crop_cache(
 
     `model_folder` overrides the model (any folder with a model.json; its template is used), else
     facerec/weights/<model_id>. Identities are taken in sorted order (`limit_identities` keeps the first N, and
-    `max_per_identity` the first M photos of each, sorted by name). `workers` > 1 runs that many processes
+    `max_per_identity` the first M photos of each, sorted by name; `exclude_identities`, e.g. a test set's,
+    are never read). `workers` > 1 runs that many processes
     (spawned; each with `threads` torch threads: 1 is fastest on a busy machine). Needs facenet-pytorch and
     OpenCV. Returns the cache's meta.json content.
     """
@@ -377,7 +379,7 @@ def build_crop_cache(
     if not template_is_usable(card.template):
         raise ValueError(f"model {card.id!r}: its template in model.json is a placeholder {card.template.points}; "
                          "derive it first (scripts/derive_dlib_template.py)")
-    identities = list_identities(source)
+    identities = [i for i in list_identities(source) if i not in set(exclude_identities)]
     if limit_identities:
         identities = identities[: int(limit_identities)]
     jobs: list[tuple[int, Path]] = []
@@ -400,6 +402,7 @@ def build_crop_cache(
         "limit_identities": limit_identities,
         "max_per_identity": max_per_identity,
         "lfw_overlap": overlap,
+        "excluded_identities": sorted(set(exclude_identities)),
     }
     writer = CacheWriter(out, card.template, identities, encoding, jpeg_quality, shard_mib, meta_extra)
     bar = _progress(len(jobs), "detect+align", progress)
