@@ -34,7 +34,7 @@ EOF
 [ "${PIPESTATUS[0]}" = 0 ] || exit 1
 COMMON=(--cache "$CACHE" --base-model sface_2021dec --init pretrained --loss both --triplet-weight 1.0
         --arcface-weight 0.1 --arcface-m 0.5 --margin 0.2 --mining batch_hard --head-warmup-epochs 3 --lr 1e-3
-        --relative-lr --val-fraction 0.15 --early-stop eer --patience 8 --epochs 40 --p 32 --k 4
+        --relative-lr --val-fraction 0.15 --early-stop eer --patience 10 --epochs 40 --p 32 --k 4
         --holdout-pairs "$PAIRS" --holdout-folds 6-10 --export-dtype int8 --seed 0 --quiet
         --augment-option flip=0.5 --augment-option yaw=0.5 --augment-option yaw_deg=35
         --augment-option crop=0.3 --augment-option crop_min=0.85)
@@ -53,7 +53,7 @@ fit() {
         2>>"$OUT/train.log"
 }
 # a: the first third of the network (conv_1 .. conv_5) frozen, backbone LR 0.05 x the head's (relative)
-fit a --freeze-until conv_5 --pretrained-lr-mult 0.05 --time-limit-s "${TIME_A:-140}"
+fit a --freeze-until conv_5 --pretrained-lr-mult 0.05 --time-limit-s "${TIME_A:-120}"
 # b: the whole backbone trained, backbone LR 0.2 x the head's (relative)
-fit b --freeze-until none --pretrained-lr-mult 0.2 --time-limit-s "${TIME_B:-140}"
+fit b --freeze-until none --pretrained-lr-mult 0.2 --time-limit-s "${TIME_B:-120}"
 ls -la "$OUT"
