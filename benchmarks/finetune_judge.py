@@ -117,14 +117,20 @@ def main(argv: list[str] | None = None) -> int:
             "beats_base": bool(c["accuracy"] > b["accuracy"] and c["tar@far=1e-3"] >= b["tar@far=1e-3"]),
         }
     ship = all(v["beats_base"] for v in verdict.values())
+    deltas = "; ".join(f"{k}: accuracy {v['accuracy_delta'] * 100:+.2f} pts, TAR@FAR1e-3 {v['tar@far=1e-3_delta'] * 100:+.2f} pts"
+                       for k, v in verdict.items())
+    decision = ("ship: beats the base on both test sets" if ship else
+                f"do not ship: it does not beat the base on {', '.join(k for k, v in verdict.items() if not v['beats_base'])}"
+                ) + f" ({deltas})"
     out = {
         "base": args.base, "candidate": args.candidate, "base_metrics": base, "candidate_metrics": cand,
-        "verdict": verdict, "ship": ship,
+        "verdict": verdict, "ship": ship, "decision": decision,
         "rule": "beats = higher accuracy and TAR@FAR1e-3 not lower, on the pose test folds AND on LFW View 1",
         "protocol": {
             "training_identities": len(split["train"]), "validation_identities": len(split["val"]),
             "test_identities_pose": len(test_ids), "disjoint_checked": True,
             "lfw": "evaluation only (View 1: threshold on DevTrain, accuracy on DevTest; TAR pooled)",
+            "pose_test": f"folds {args.test_folds} of {args.pose_pairs.name}: identities never in training or validation",
         },
     }
     text = json.dumps(out, indent=1)

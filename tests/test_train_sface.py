@@ -53,18 +53,18 @@ def test_finetune_by_model_id_lowers_loss_and_exports_a_runnable_folder(sface_ca
     assert resolve_backbone("auto", card) == "onnx"
     result = train(TrainConfig(
         cache=str(sface_cache), out=str(tmp_path / "run"), base_model="sface_2021dec", init="pretrained",
-        freeze_until="conv_13", loss="both", arcface_weight=1.0, epochs=4, p=2, k=2, batches_per_epoch=2,
+        freeze_until="conv_13", loss="both", arcface_weight=1.0, epochs=3, p=2, k=2, batches_per_epoch=2,
         val_fraction=0.25, lr=3e-3, warmup_epochs=0, augment=False, progress=False, threads=1,
         export_id="sface_test_ft", val_impostors=100, patience=0,
     ))
     h = result.history
     assert h[0]["val_auc"] > 0.7  # the pretrained base, epoch 0
-    assert h[-1]["train_loss"] < h[1]["train_loss"]  # the same 8 training photos each epoch: it learns them
-    base = OnnxChainNet.from_folder(SFACE).state_dict()
+    assert h[-1]["train_loss"] < 0.9 * h[1]["train_loss"]  # the same 8 training photos each epoch: it learns them
+    net = OnnxChainNet.from_folder(SFACE)
+    base = {k: v.clone() for k, v in net.state_dict().items()}
     last = torch.load(result.last_checkpoint, map_location="cpu", weights_only=False)["model"]
-    stages = backbone_stages(OnnxChainNet.from_folder(SFACE, pretrained=False))
+    stages = backbone_stages(net)
     frozen = set(stages[: stages.index("conv_13") + 1])
-    net = OnnxChainNet.from_folder(SFACE, pretrained=False)
     changed = {net.stage_of(k) for k in last if not torch.equal(last[k], base[k])}
     assert changed and not changed & frozen and "fc1" in changed
 
@@ -74,10 +74,9 @@ def test_finetune_by_model_id_lowers_loss_and_exports_a_runnable_folder(sface_ca
     assert exported["template"] == card["template"] and "exactness_vs_original" not in exported["extra"]
     assert "non-commercial" in exported["training_data_licence"] and exported["extra"]["commercial_use"].startswith("no")
     crops = load_cache(sface_cache).images[:6]
-    module = OnnxChainNet.from_folder(SFACE, pretrained=False)
-    module.load_state_dict(torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)["model"])
+    net.load_state_dict(torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)["model"])
     with torch.no_grad():
-        want = torch.nn.functional.normalize(module.eval()(torch.from_numpy(crops).permute(0, 3, 1, 2).float()), dim=1)
+        want = torch.nn.functional.normalize(net.eval()(torch.from_numpy(crops).permute(0, 3, 1, 2).float()), dim=1)
     got = OnnxEmbedder(folder).embed(crops)
     assert (np.sum(want.numpy() * got, axis=1) > 0.9999).all()  # float16 / int8 storage of the trained weights
 

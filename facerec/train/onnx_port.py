@@ -176,7 +176,7 @@ class OnnxChainNet(nn.Module):
                 key, attr, shape = self._names[name]
                 if tuple(value.shape) != shape:
                     raise ValueError(f"{name}: shape {value.shape}, the graph declares {shape}")
-                t = torch.as_tensor(np.asarray(value, dtype=np.float32))
+                t = torch.from_numpy(np.array(value, dtype=np.float32))  # a copy: npz arrays are read-only
                 t = t.T if attr.endswith(".T") else t
                 target = self._tensor(key, attr)
                 target.copy_(t.reshape(target.shape))
