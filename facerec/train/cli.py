@@ -6,6 +6,8 @@
 
     # anywhere with torch + numpy (the GPU box): train on the cache
     python -m facerec.train fit --cache .cache/crops/dlib_resnet29 --out out/train/run1 --loss both --epochs 30
+    # any base model by id (its card's runtime picks the network), e.g. SFace (scripts/gpu_finetune_sface.sh)
+    python -m facerec.train fit --cache .cache/crops/sface_2021dec --base-model sface_2021dec --out out/train/sface
 
 Every `fit` option mirrors a field of `facerec.train.loop.TrainConfig` (`--config run.json` loads a JSON of
 fields first; flags override it). Booleans take `--x/--no-x`; `--augment-option key=value` overrides one
