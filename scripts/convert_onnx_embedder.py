@@ -38,7 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facerec.models.onnx_embedder import load_weights, onnx_session  # noqa: E402
+from facerec.models.onnx_embedder import compact, load_weights, onnx_session, storage_name  # noqa: E402
 from facerec.npzfile import write_npz  # noqa: E402
 
 DEFAULT_CACHE = REPO / ".cache" / "pypi"
@@ -193,29 +193,6 @@ def split_graph(onnx_path: Path) -> tuple[bytes, dict[str, np.ndarray]]:
     for value in (graph.input[0], graph.output[0]):
         value.type.tensor_type.shape.dim[0].dim_param = "N"
     return model.SerializeToString(), arrays
-
-
-def compact(arrays: dict[str, np.ndarray], int8_min_fan_in: int) -> dict[str, np.ndarray]:
-    """The npz arrays (see facerec.models.onnx_embedder): float16, except tensors with a fan-in of at least
-    `int8_min_fan_in` (0: none), stored int8 with a float32 scale per output channel (symmetric, max|w| / 127).
-    Why per tensor: measured on SFace, int8 costs nothing on its 50176-input fully connected layer (min cosine
-    0.9999938 against 0.9999957 all-float16) but 0.9972 when its convolutions are int8 too."""
-    out: dict[str, np.ndarray] = {"names": np.array(list(arrays))}
-    for i, (name, a) in enumerate(arrays.items()):
-        key = f"t{i}"
-        flat = a.reshape(len(a), -1)
-        if int8_min_fan_in and flat.shape[1] >= int8_min_fan_in:
-            scale = np.abs(flat).max(axis=1) / 127.0
-            scale[scale == 0] = 1.0
-            out[f"{key}.q"] = np.clip(np.rint(flat / scale[:, None]), -127, 127).astype(np.int8).reshape(a.shape)
-            out[f"{key}.s"] = scale.astype(np.float32)
-        else:
-            out[key] = a.astype(np.float16)
-    return out
-
-
-def storage_name(int8_min_fan_in: int) -> str:
-    return f"float16, int8 where fan-in >= {int8_min_fan_in}" if int8_min_fan_in else "float16"
 
 
 def graph_input(source: Source, crops: np.ndarray) -> np.ndarray:

@@ -41,6 +41,29 @@ def dequantise(npz: "np.lib.npyio.NpzFile") -> dict[str, np.ndarray]:
     return out
 
 
+def compact(arrays: dict[str, np.ndarray], int8_min_fan_in: int) -> dict[str, np.ndarray]:
+    """The npz arrays (layout in the module docstring) of `arrays`: float16, except tensors with a fan-in of at least
+    `int8_min_fan_in` (0: none), stored int8 with a float32 scale per output channel (symmetric, max|w| / 127).
+    Why per tensor: measured on SFace, int8 costs nothing on its 50176-input fully connected layer (min cosine
+    0.9999938 against 0.9999957 all-float16) but 0.9972 when its convolutions are int8 too."""
+    out: dict[str, np.ndarray] = {"names": np.array(list(arrays))}
+    for i, (name, a) in enumerate(arrays.items()):
+        key = f"t{i}"
+        flat = a.reshape(len(a), -1)
+        if int8_min_fan_in and flat.shape[1] >= int8_min_fan_in:
+            scale = np.abs(flat).max(axis=1) / 127.0
+            scale[scale == 0] = 1.0
+            out[f"{key}.q"] = np.clip(np.rint(flat / scale[:, None]), -127, 127).astype(np.int8).reshape(a.shape)
+            out[f"{key}.s"] = scale.astype(np.float32)
+        else:
+            out[key] = a.astype(np.float16)
+    return out
+
+
+def storage_name(int8_min_fan_in: int) -> str:
+    return f"float16, int8 where fan-in >= {int8_min_fan_in}" if int8_min_fan_in else "float16"
+
+
 def load_weights(path: Path | str) -> dict[str, np.ndarray]:
     with np.load(Path(path), allow_pickle=False) as npz:
         return dequantise(npz)

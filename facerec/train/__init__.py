@@ -6,9 +6,11 @@ Embedding networks (triplet / ArcFace) are trained or fine-tuned on identity-lab
     python -m facerec.train fit --cache .cache/crops/dlib_resnet29 --out out/train/run1
 
 Modules: `losses` (TripletLoss + miners, ArcFaceHead, CombinedLoss), `sampler` (PKSampler), `data` (crop cache,
-augmentation, identity split, validation pairs), `backbones` (dlib ResNet-29 / tiny CNN, freezing, export),
+augmentation, identity split, validation pairs), `backbones` (chosen by the base model's id: dlib ResNet-29,
+or `onnx_port` for an ONNX embedder such as SFace; a tiny CNN; freezing, export),
 `loop` (`train(TrainConfig) -> TrainResult`), `cli` (`main(argv)`). Importing this package loads nothing heavy;
-only building the crop cache needs OpenCV and facenet-pytorch.
+only building the crop cache needs OpenCV and facenet-pytorch, and an ONNX base model the `onnx` package
+(the `train` extra).
 """
 
 from __future__ import annotations

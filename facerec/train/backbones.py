@@ -1,8 +1,11 @@
-"""Backbones for training: dlib's ResNet-29 port (the shipped runtime) and a tiny CNN for tests and smoke runs.
+"""Backbones for training, chosen by the base model's id: its card's runtime says which network to build
+(`dlib_resnet` -> dlib's ResNet-29 port, `onnx` -> the chain port of its ONNX graph, e.g. SFace); plus a tiny
+CNN for tests and smoke runs.
 
 A backbone is any nn.Module taking N x 3 x H x W float input, already normalised as its model card says, and
 returning N x D raw (unnormalised) embeddings. Freezing works on named *stages* in forward order:
 `backbone_stages(module)` lists them; `freeze_until=<stage>` freezes that stage and every one before it.
+A module may name its own stages (`stages()`, `stage_of(param_name)`: the ONNX port does).
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from facerec.npzfile import write_npz
 import torch
 from torch import nn
 
-BACKBONES = ("dlib_resnet29", "tiny")
+BACKBONES = ("auto", "dlib_resnet29", "onnx", "tiny")
+# card runtime -> backbone ("auto" picks by the base model's card)
+RUNTIME_BACKBONES = {"dlib_resnet": "dlib_resnet29", "onnx": "onnx"}
+# how each exportable backbone stores its weights by default (TrainConfig.export_dtype None)
+DEFAULT_EXPORT_DTYPE = {"dlib_resnet29": "int12", "onnx": "int8"}
 
 # dlib ResNet-29: block-name prefix -> stage, in forward order.
 DLIB_STAGES = ("stem", "res32", "res64", "res128", "res256", "res256_out", "fc")
@@ -56,7 +63,31 @@ class TinyEmbeddingNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-def build_backbone(name: str, embedding_dim: int | None = None) -> nn.Module:
+def resolve_backbone(name: str, base_card: dict[str, Any] | None) -> str:
+    """"auto" -> the backbone of the base model's runtime; other names as given."""
+    if name != "auto":
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {name!r} (known: {', '.join(BACKBONES)})")
+        return name
+    runtime = (base_card or {}).get("extra", {}).get("runtime")
+    if runtime not in RUNTIME_BACKBONES:
+        raise ValueError(f"backbone 'auto' needs a base model whose runtime is one of {sorted(RUNTIME_BACKBONES)}, "
+                         f"got {runtime!r}")
+    return RUNTIME_BACKBONES[runtime]
+
+
+def build_backbone(name: str, embedding_dim: int | None = None, base_folder: Path | None = None,
+                   base_card: dict[str, Any] | None = None) -> nn.Module:
+    """The (untrained or graph-initialised) network; `name` as `resolve_backbone` returns it."""
+    if name == "onnx":
+        from facerec.train.onnx_port import OnnxChainNet
+
+        if base_folder is None or base_card is None:
+            raise ValueError("the onnx backbone is the port of a base model's graph: give a base model")
+        net = OnnxChainNet.from_folder(base_folder, base_card, pretrained=False)
+        if embedding_dim not in (None, net.embedding_dim):
+            raise ValueError(f"{base_card['id']} has a fixed {net.embedding_dim}-d output")
+        return net
     if name == "dlib_resnet29":
         from facerec.models.dlib_resnet import DlibResNet29
 
@@ -75,6 +106,8 @@ def embedding_dim_of(module: nn.Module) -> int:
 
 
 def stage_of(module: nn.Module, param_name: str) -> str:
+    if hasattr(module, "stage_of"):
+        return module.stage_of(param_name)
     from_dlib = type(module).__name__ == "DlibResNet29"
     return _dlib_stage(param_name) if from_dlib else param_name.split(".")[0]
 
@@ -82,6 +115,8 @@ def stage_of(module: nn.Module, param_name: str) -> str:
 def backbone_stages(module: nn.Module) -> list[str]:
     """Stage names in forward order (dlib: stem, res32, res64, res128, res256, res256_out, fc; other modules:
     their top-level children)."""
+    if hasattr(module, "stages"):
+        return module.stages()
     if type(module).__name__ == "DlibResNet29":
         return list(DLIB_STAGES)
     return [name for name, child in module.named_children() if any(True for _ in child.parameters())]
@@ -137,10 +172,14 @@ def init_from_scratch(module: nn.Module) -> None:
 
 
 def load_backbone_weights(module: nn.Module, source: str | Path) -> dict[str, Any]:
-    """Weights from a `.npz` (the dlib port's storage format, float or quantised) or one of our `.pt`
+    """Weights from a `.npz` (the dlib port's or the ONNX embedders' storage format) or one of our `.pt`
     checkpoints (its "model" state). Returns a description for the training record."""
     path = Path(source)
-    if path.suffix == ".npz":
+    if path.suffix == ".npz" and hasattr(module, "load_initializers"):
+        from facerec.models.onnx_embedder import load_weights
+
+        module.load_initializers(load_weights(path))
+    elif path.suffix == ".npz":
         from facerec.models.dlib_resnet import dequantise
 
         with np.load(path, allow_pickle=False) as npz:
@@ -151,7 +190,7 @@ def load_backbone_weights(module: nn.Module, source: str | Path) -> dict[str, An
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         module.load_state_dict(ckpt["model"] if "model" in ckpt else ckpt, strict=True)
     else:
-        raise ValueError(f"{path}: expected a .npz (dlib port weights) or .pt (facerec.train checkpoint)")
+        raise ValueError(f"{path}: expected a .npz (model folder weights) or .pt (facerec.train checkpoint)")
     repo = Path(__file__).resolve().parents[2]
     shown = path.resolve().relative_to(repo) if path.resolve().is_relative_to(repo) else path
     return {"path": str(shown), "sha256": sha256_file(path)}
@@ -172,19 +211,28 @@ def export_model_folder(
     default_threshold: float | None = None,
     threshold_provenance: str | None = None,
 ) -> Path:
-    """Write `out_folder/model.json` + `weights.npz` (+ the base's LICENSE) for the registry.
+    """Write `out_folder/model.json` + `weights.npz` (+ the ONNX port's `graph.onnx`, + the base's LICENSE)
+    for the registry.
 
     The card is the base model's `model.json` with a new id, version, weights, provenance and training data;
-    the template, normalisation and runtime are the base's (the crops were aligned to that template).
+    the template, normalisation and runtime are the base's (the crops were aligned to that template). The
+    base's own measurements (exactness of its stored weights, LFW accuracy) are dropped: they are not these
+    weights'.
     """
-    from facerec.models.dlib_resnet import quantise
-
     out_folder = Path(out_folder)
     out_folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().float().cpu().numpy() for k, v in module.state_dict().items()}
     weights = out_folder / "weights.npz"
-    write_npz(weights, quantise(state, dtype))
     raw = json.loads(Path(base_card_path).read_text())
+    if hasattr(module, "initializers"):
+        from facerec.train.onnx_port import export_onnx_folder
+
+        storage = export_onnx_folder(module, Path(base_card_path).parent, raw, out_folder, weights.name, dtype)
+    else:
+        from facerec.models.dlib_resnet import quantise
+
+        state = {k: v.detach().float().cpu().numpy() for k, v in module.state_dict().items()}
+        write_npz(weights, quantise(state, dtype))
+        storage = dtype
     base_id = raw.get("id")
     card = dict(raw)
     card.update({
@@ -207,10 +255,12 @@ def export_model_folder(
     else:
         card["threshold_provenance"] = (
             f"copied from {base_id} and not recalibrated for these weights ({raw.get('threshold_provenance')})")
-    extra = dict(card.get("extra", {}))
+    extra = {k: v for k, v in card.get("extra", {}).items() if k not in ("exactness_vs_original", "lfw_view2_accuracy")}
     extra.setdefault("runtime", "dlib_resnet")
     extra.update({"base_model": base_id, "base_weights_sha256": raw.get("weights_sha256"),
-                  "weights_dtype": dtype, "training_recipe": recipe})
+                  "weights_dtype": dtype, "storage": storage, "training_recipe": recipe})
+    if "commercial_use" in extra:  # the base's answer does not hold for weights trained on other data
+        extra["commercial_use"] = f"no, unless the fine-tuning data's terms allow it: {training_data_licence}"
     card["extra"] = extra
     (out_folder / "model.json").write_text(json.dumps(card, indent=2) + "\n")
     licence = Path(base_card_path).parent / "LICENSE"

@@ -6,6 +6,8 @@
 
     # anywhere with torch + numpy (the GPU box): train on the cache
     python -m facerec.train fit --cache .cache/crops/dlib_resnet29 --out out/train/run1 --loss both --epochs 30
+    # any base model by id (its card's runtime picks the network), e.g. SFace (scripts/gpu_finetune_sface.sh)
+    python -m facerec.train fit --cache .cache/crops/sface_2021dec --base-model sface_2021dec --out out/train/sface
 
 Every `fit` option mirrors a field of `facerec.train.loop.TrainConfig` (`--config run.json` loads a JSON of
 fields first; flags override it). Booleans take `--x/--no-x`; `--augment-option key=value` overrides one
@@ -28,7 +30,7 @@ HELP = {
     "cache": "crop cache folder (made by `python -m facerec.train cache`)",
     "out": "run folder (checkpoints, metrics.jsonl, export/)",
     "base_model": "model id under facerec/weights/ whose card gives template, normalisation, weights ('' for none)",
-    "backbone": "dlib_resnet29 | tiny",
+    "backbone": "auto (by the base model's runtime: dlib_resnet29 or onnx, e.g. sface_2021dec) | dlib_resnet29 | onnx | tiny",
     "init": "pretrained | scratch | path to weights (.npz of the dlib port, or a facerec.train .pt checkpoint)",
     "freeze_until": "freeze this backbone stage and all earlier ones (dlib: stem res32 res64 res128 res256 "
                     "res256_out fc; 'all' = train the ArcFace head only)",
@@ -39,7 +41,9 @@ HELP = {
     "amp": "auto | bf16 | fp16 | none",
     "early_stop": "eer | auc (validation metric for best checkpoint and early stopping)",
     "resume": "path to last.pt, or 'auto'",
-    "export_dtype": "int12 | int10 | int8 | float16 | float32",
+    "export_dtype": "dlib: int12 | int10 | int8 | float16 | float32; onnx: int8 | float16 (default: the backbone's)",
+    "holdout_pairs": "LFW-format pairs file whose --holdout-folds identities never reach training or validation",
+    "holdout_folds": "folds of --holdout-pairs to hold out, e.g. 6-10",
 }
 
 
@@ -107,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=int, default=1, help="detection processes (each with --threads threads)")
     c.add_argument("--threads", type=int, default=1,
                    help="torch threads per process (default 1: more is slower on a busy machine)")
+    c.add_argument("--holdout-pairs", type=Path, default=None,
+                   help="LFW-format pairs file whose --holdout-folds identities are left out of the cache (a test set)")
+    c.add_argument("--holdout-folds", default=None, help="folds of --holdout-pairs, e.g. 6-10")
     c.add_argument("--quiet", action="store_true")
 
     f = sub.add_parser("fit", help="train / fine-tune on a crop cache")
@@ -119,15 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "cache":
-        from facerec.train.data import build_crop_cache
+        from facerec.train.data import build_crop_cache, pairs_identities
 
+        if bool(args.holdout_pairs) != bool(args.holdout_folds):
+            print("cache: --holdout-pairs and --holdout-folds go together", file=sys.stderr)
+            return 2
+        held_out = pairs_identities(args.holdout_pairs, args.holdout_folds) if args.holdout_pairs else []
         out = args.out or REPO / ".cache" / "crops" / args.model
         meta = build_crop_cache(
             args.source, out, model_id=args.model, model_folder=args.model_folder,
             limit_identities=args.limit_identities, max_per_identity=args.max_per_identity,
             encoding=args.encoding, jpeg_quality=args.jpeg_quality, shard_mib=args.shard_mib,
             min_score=args.min_score, min_face_size=args.min_face_size, progress=not args.quiet,
-            workers=args.workers, threads=args.threads,
+            workers=args.workers, threads=args.threads, exclude_identities=held_out,
         )
         print(json.dumps({"out": str(out), "n_images": meta["n_images"], "n_failures": meta["n_failures"],
                           "identities": len(meta["identities"]), "shards": len(meta["shards"]),
@@ -148,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     if "cache" not in raw:
         print("fit: --cache is required", file=sys.stderr)
         return 2
-    for key in ("base_model", "freeze_until", "resume", "export_id", "base_model_folder"):
+    for key in ("base_model", "freeze_until", "resume", "export_id", "base_model_folder", "export_dtype",
+                "holdout_pairs", "holdout_folds"):
         if raw.get(key) == "":
             raw[key] = None
     result = train(TrainConfig.from_dict(raw))

@@ -356,6 +356,7 @@ def build_crop_cache(
     model_folder: Path | str | None = None,
     workers: int = 1,
     threads: int | None = 1,
+    exclude_identities: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Detect, choose and align one face per photo of `source/<identity>/*` with the inference pipeline.
 
@@ -365,7 +366,8 @@ def build_crop_cache(
 
     `model_folder` overrides the model (any folder with a model.json; its template is used), else
     facerec/weights/<model_id>. Identities are taken in sorted order (`limit_identities` keeps the first N, and
-    `max_per_identity` the first M photos of each, sorted by name). `workers` > 1 runs that many processes
+    `max_per_identity` the first M photos of each, sorted by name; `exclude_identities`, e.g. a test set's,
+    are never read). `workers` > 1 runs that many processes
     (spawned; each with `threads` torch threads: 1 is fastest on a busy machine). Needs facenet-pytorch and
     OpenCV. Returns the cache's meta.json content.
     """
@@ -377,7 +379,7 @@ def build_crop_cache(
     if not template_is_usable(card.template):
         raise ValueError(f"model {card.id!r}: its template in model.json is a placeholder {card.template.points}; "
                          "derive it first (scripts/derive_dlib_template.py)")
-    identities = list_identities(source)
+    identities = [i for i in list_identities(source) if i not in set(exclude_identities)]
     if limit_identities:
         identities = identities[: int(limit_identities)]
     jobs: list[tuple[int, Path]] = []
@@ -400,6 +402,7 @@ def build_crop_cache(
         "limit_identities": limit_identities,
         "max_per_identity": max_per_identity,
         "lfw_overlap": overlap,
+        "excluded_identities": sorted(set(exclude_identities)),
     }
     writer = CacheWriter(out, card.template, identities, encoding, jpeg_quality, shard_mib, meta_extra)
     bar = _progress(len(jobs), "detect+align", progress)
@@ -503,6 +506,31 @@ def split_identities(
     )
 
 
+def parse_folds(spec: str) -> list[int]:
+    """'6-10' or '1,3,5' (1-based, as LFW numbers its folds) -> sorted 0-based fold indices."""
+    folds: set[int] = set()
+    for part in spec.split(","):
+        lo, _, hi = part.strip().partition("-")
+        if not lo.strip().isdecimal() or (hi and not hi.strip().isdecimal()):
+            raise ValueError(f"folds {spec!r}: expected e.g. '6-10' or '1,3,5'")
+        start, stop = int(lo), int(hi or lo)
+        if start < 1 or stop < start:
+            raise ValueError(f"folds {spec!r}: folds count from 1, ranges go up")
+        folds.update(range(start - 1, stop))
+    return sorted(folds)
+
+
+def pairs_identities(pairs_file: Path | str, folds: str) -> list[str]:
+    """The identities in the given folds of an LFW-format pairs file (held out of training by `holdout_pairs`)."""
+    from facerec.evaluation.lfw_protocol import read_pairs
+
+    chosen = set(parse_folds(folds))
+    pairs = read_pairs(pairs_file, root=".")
+    if max(chosen) > max(p.fold for p in pairs):
+        raise ValueError(f"{pairs_file}: has {max(p.fold for p in pairs) + 1} folds, asked for {folds}")
+    return sorted({path.parent.name for p in pairs if p.fold in chosen for path in (p.path_a, p.path_b)})
+
+
 def verification_pairs(labels: np.ndarray, n_impostors: int = 50_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, genuine) index pairs i < j: every genuine pair, plus `n_impostors` distinct impostor pairs drawn
     uniformly (all of them if there are fewer)."""
@@ -543,13 +571,22 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.5, 1.5)
     downscale: float = 0.2
     downscale_factors: tuple[float, ...] = (0.35, 0.5, 0.65, 0.8)
+    # pose (off by default, so earlier recipes draw the same random numbers): a yaw-synthetic warp (the
+    # aligned face as a plane turned about its vertical axis, seen in perspective: one side compressed, the
+    # other widened) and a random crop (a square window of side crop_min..1, resized back)
+    yaw: float = 0.0
+    yaw_deg: float = 30.0  # largest turn
+    yaw_depth: float = 2.5  # camera distance in half-crop widths (smaller: stronger perspective)
+    crop: float = 0.0
+    crop_min: float = 0.8
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class Augmenter:
-    """Random flip, small affine, colour jitter, grayscale, blur and down-then-up scaling of a batch.
+    """Random flip, small affine, colour jitter, grayscale, blur, down-then-up scaling, and (when enabled) a
+    yaw-synthetic warp and a random crop of a batch.
 
     Input: uint8 N x H x W x 3 or float N x 3 x H x W in [0, 255], any device; output float N x 3 x H x W in
     [0, 255]. Random parameters are drawn on the CPU from `generator`, so results are reproducible across
@@ -627,7 +664,44 @@ class Augmenter:
                     small = F.interpolate(x[idx], size=(max(8, round(h * factor)), max(8, round(w * factor))),
                                           mode="bilinear", antialias=True, align_corners=False)
                     x[idx] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        # pose: last, and drawn only when enabled (earlier recipes keep their random stream)
+        if c.yaw > 0:
+            sel = draw(c.yaw)
+            angle = uniform(-c.yaw_deg, c.yaw_deg) * math.pi / 180.0
+            if sel.any():
+                idx = torch.nonzero(sel).reshape(-1).to(dev)
+                x = x.clone()
+                x[idx] = _warp(x[idx], yaw_grid(angle[sel].to(dev), c.yaw_depth, x.shape[-2], x.shape[-1]))
+        if c.crop > 0:
+            sel = draw(c.crop)
+            side = uniform(c.crop_min, 1.0)
+            cx, cy = (2 * torch.rand(n, generator=g) - 1) * (1 - side), (2 * torch.rand(n, generator=g) - 1) * (1 - side)
+            if sel.any():
+                zero = torch.zeros_like(side)
+                theta = torch.stack([torch.stack([side, zero, cx], 1), torch.stack([zero, side, cy], 1)], 1)[sel]
+                idx = torch.nonzero(sel).reshape(-1).to(dev)
+                sub = x[idx]
+                x = x.clone()
+                x[idx] = _warp(sub, F.affine_grid(theta.to(dev, sub.dtype), list(sub.shape), align_corners=False))
         return x.clamp(0, 255)
+
+
+def yaw_grid(angle: torch.Tensor, depth: float, h: int, w: int) -> torch.Tensor:
+    """grid_sample grids (n x h x w x 2) that show each crop as a plane turned by `angle` (radians) about its
+    vertical axis, seen by a pinhole camera `depth` half-widths away: a point at x on the plane lands at
+    u = x cos(a) D / (D + x sin(a)), v = y D / (D + x sin(a)); the grid inverts that for every output pixel."""
+    dev, dt = angle.device, torch.float32
+    u = ((torch.arange(w, device=dev, dtype=dt) + 0.5) * 2 / w - 1).reshape(1, 1, w)
+    v = ((torch.arange(h, device=dev, dtype=dt) + 0.5) * 2 / h - 1).reshape(1, h, 1)
+    cos, sin = torch.cos(angle).reshape(-1, 1, 1), torch.sin(angle).reshape(-1, 1, 1)
+    x = u * depth / (depth * cos - u * sin)
+    y = v * (depth + x * sin) / depth
+    return torch.stack([x.expand(-1, h, w), y.expand(-1, h, w)], dim=-1)
+
+
+def _warp(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Resample with black beyond the crop, as the aligner fills beyond the photo."""
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:

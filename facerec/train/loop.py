@@ -5,13 +5,13 @@ runs on the GPU machine from a crop cache built elsewhere (see `facerec.train.da
 
 What a run writes in `config.out` (the run folder):
     config.json      the resolved configuration
-    split.json       train / validation identities (identity-disjoint), excluded identities
+    split.json       train / validation identities (identity-disjoint), excluded and held-out identities
     metrics.jsonl    one line per epoch (epoch 0 = the initial weights, before any step)
     last.pt          full checkpoint (model, head, optimiser, scheduler, scaler, epoch, RNG) for --resume
     best.pt          the best epoch's model + head, by the early-stopping metric
     result.json      the summary returned as TrainResult
     export/<id>/     the best weights as a model folder (model.json + weights.npz + LICENSE) for
-                     facerec/weights/ (dlib backbone only)
+                     facerec/weights/ (any backbone built from a base model: dlib, ONNX port)
 """
 
 from __future__ import annotations
@@ -33,13 +33,16 @@ from torch import nn
 from facerec.decisions.metrics import eer as eer_of
 from facerec.decisions.metrics import roc_curve, tar_at_far, threshold_at_far
 from facerec.train.backbones import (
+    DEFAULT_EXPORT_DTYPE,
     apply_freeze,
+    backbone_stages,
     build_backbone,
     embedding_dim_of,
     export_model_folder,
     frozen_stages,
     init_from_scratch,
     load_backbone_weights,
+    resolve_backbone,
     set_train_mode,
 )
 from facerec.train.data import (
@@ -48,6 +51,7 @@ from facerec.train.data import (
     _progress,
     load_cache,
     normalise,
+    pairs_identities,
     split_identities,
     template_to_dict,
     verification_pairs,
@@ -68,8 +72,8 @@ class TrainConfig:
     # model
     base_model: str | None = "dlib_resnet29"  # card: template, normalisation, pretrained weights, export
     base_model_folder: str | None = None  # a model folder elsewhere (default facerec/weights/<base_model>)
-    backbone: str = "dlib_resnet29"  # dlib_resnet29 | tiny
-    embedding_dim: int | None = None  # tiny only (dlib: 128)
+    backbone: str = "auto"  # auto (the base model's runtime: dlib_resnet29 or onnx) | dlib_resnet29 | onnx | tiny
+    embedding_dim: int | None = None  # tiny only (the others: the base model's)
     init: str = "pretrained"  # pretrained (base model's weights) | scratch | path to .npz / .pt
     freeze_until: str | None = None  # stage name: it and every earlier stage stay fixed; "all" = head only
     pretrained_lr_mult: float = 0.1  # LR multiplier of the (unfrozen) pretrained backbone vs the head
@@ -101,6 +105,8 @@ class TrainConfig:
     val_fraction: float = 0.1  # of identities, held out (identity-disjoint)
     val_impostors: int = 50_000
     exclude_lfw_overlap: bool = True  # leave out the cache's lfw_overlap identities (train and val)
+    holdout_pairs: str | None = None  # an LFW-format pairs file whose `holdout_folds` identities are left out
+    holdout_folds: str | None = None  # e.g. "6-10": those folds stay an identity-disjoint test set
     limit_identities: int | None = None  # use only the cache's first N identities (smoke runs)
     augment: bool = True
     augment_options: dict[str, Any] = field(default_factory=dict)  # AugmentConfig overrides
@@ -121,7 +127,7 @@ class TrainConfig:
     export: bool = True
     export_id: str | None = None  # default <base_model>_ft_<cache source name>
     export_version: str = "1"
-    export_dtype: str = "int12"  # int12 | int10 | int8 | float16 | float32
+    export_dtype: str | None = None  # dlib: int12 (default) | int10 | int8 | float16 | float32; onnx: int8 (default) | float16
     export_threshold: bool = True  # default_threshold from the validation split (base's FAR, else EER)
 
     def to_dict(self) -> dict[str, Any]:
@@ -309,7 +315,8 @@ def _train(config: TrainConfig) -> TrainResult:
 
     # ---- data
     cache = load_cache(cfg.cache)
-    if base_card is not None and cfg.backbone == "dlib_resnet29":
+    backbone_name = resolve_backbone(cfg.backbone, base_card)
+    if base_card is not None and backbone_name != "tiny":
         if template_to_dict(cache.template) != template_to_dict(base_card["template"]):
             raise ValueError(
                 f"the crop cache {cfg.cache} was aligned to template {cache.template['points']}, but "
@@ -319,9 +326,18 @@ def _train(config: TrainConfig) -> TrainResult:
     if cfg.limit_identities:
         keep &= cache.labels < int(cfg.limit_identities)
     exclude = list(cache.meta.get("lfw_overlap", [])) if cfg.exclude_lfw_overlap else []
-    split = _limited_split(cache, keep, cfg, exclude)
+    held_out: list[str] = []
+    if cfg.holdout_pairs or cfg.holdout_folds:
+        if not (cfg.holdout_pairs and cfg.holdout_folds):
+            raise ValueError("holdout_pairs and holdout_folds go together")
+        held_out = pairs_identities(cfg.holdout_pairs, cfg.holdout_folds)
+    split = _limited_split(cache, keep, cfg, exclude + held_out)
+    trained_on = set(split.train_identities) | set(split.val_identities)
+    if trained_on & set(held_out):  # the test identities never reach training or early stopping
+        raise AssertionError(f"held-out identities in the training split: {sorted(trained_on & set(held_out))}")
     (run_dir / "split.json").write_text(json.dumps({
-        **split.summary(), "train": split.train_identities, "val": split.val_identities}, indent=1))
+        **split.summary(), "train": split.train_identities, "val": split.val_identities,
+        "held_out": {"pairs": cfg.holdout_pairs, "folds": cfg.holdout_folds, "identities": held_out}}, indent=1))
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     use_triplet = cfg.loss in ("triplet", "both")
     use_arcface = cfg.loss in ("arcface", "both")
@@ -335,7 +351,7 @@ def _train(config: TrainConfig) -> TrainResult:
     augmenter = Augmenter(AugmentConfig(**cfg.augment_options)) if cfg.augment else None
 
     # ---- model
-    backbone = build_backbone(cfg.backbone, cfg.embedding_dim)
+    backbone = build_backbone(backbone_name, cfg.embedding_dim, base_folder, base_card)
     init_record: dict[str, Any] = {"init": cfg.init}
     pretrained = cfg.init != "scratch"
     if cfg.init == "scratch":
@@ -454,7 +470,8 @@ def _train(config: TrainConfig) -> TrainResult:
         head_only = epoch <= cfg.head_warmup_epochs and head is not None
         for p in trainable_backbone:
             p.requires_grad_(not head_only)
-        set_train_mode(backbone, frozen)
+        # head-only epochs leave the whole backbone as it is: batch-norm statistics too
+        set_train_mode(backbone, backbone_stages(backbone) if head_only else frozen)
         loss_fn.train()
         sampler.set_epoch(epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
@@ -527,7 +544,7 @@ def _train(config: TrainConfig) -> TrainResult:
 
     best_entry = next((h for h in history if h["epoch"] == best_epoch), history[-1] if history else {})
     export_dir = None
-    if cfg.export and cfg.backbone == "dlib_resnet29" and base_card is not None and base_folder is not None:
+    if cfg.export and backbone_name != "tiny" and base_card is not None and base_folder is not None:
         state = torch.load(best_path, map_location=device, weights_only=False)
         backbone.load_state_dict(state["model"])
         threshold = None
@@ -535,7 +552,7 @@ def _train(config: TrainConfig) -> TrainResult:
             threshold = _default_threshold(backbone, val_images, pairs, mean, scale, cfg, base_card, source_name=
                                            cache.meta.get("source_name", "crops"))
         export_dir = _export(cfg, backbone.cpu(), base_folder, base_card, cache, split, best_entry, init_record,
-                             run_dir, n_frozen, frozen, len(history), threshold)
+                             run_dir, n_frozen, frozen, len(history), threshold, backbone_name, held_out)
     result = TrainResult(
         run_dir=run_dir, best_epoch=best_epoch, best_metrics=best_entry, history=history,
         stopped_early=stop_reason != "completed", stop_reason=stop_reason, last_checkpoint=last_path, best_checkpoint=best_path, export_dir=export_dir,
@@ -574,8 +591,9 @@ def _default_threshold(backbone, val_images, pairs, mean, scale, cfg, base_card,
 
 
 def _export(cfg, backbone, base_folder, base_card, cache, split, best_entry, init_record, run_dir, n_frozen,
-            frozen, n_epochs_logged, threshold) -> Path:
+            frozen, n_epochs_logged, threshold, backbone_name, held_out) -> Path:
     source_name = cache.meta.get("source_name", "crops")
+    dtype = cfg.export_dtype or DEFAULT_EXPORT_DTYPE[backbone_name]
     model_id = cfg.export_id or f"{base_card['id']}_ft_{source_name}"
     recipe = {
         "command": "python -m facerec.train fit",
@@ -587,6 +605,7 @@ def _export(cfg, backbone, base_folder, base_card, cache, split, best_entry, ini
         "epochs_run": n_epochs_logged - 1,
         "best_metrics": {k: v for k, v in best_entry.items() if k.startswith("val_")},
         "split": split.summary(),
+        "held_out": {"pairs": cfg.holdout_pairs, "folds": cfg.holdout_folds, "identities": len(held_out)},
         "crop_cache": {k: cache.meta.get(k) for k in ("model_id", "source_name", "n_images", "n_failures",
                                                        "encoding", "jpeg_quality", "detector", "face_choice")},
         "torch": torch.__version__,
@@ -596,7 +615,10 @@ def _export(cfg, backbone, base_folder, base_card, cache, split, best_entry, ini
         f"Fine-tuned on {source_name} (CelebA in-the-wild photos; facerec crop cache of {cache.meta.get('n_images')} "
         f"aligned faces): {split.summary()['train_identities']} identities / {split.summary()['train_images']} "
         f"photos for training, {split.summary()['val_identities']} identities held out for validation; "
-        f"LFW-overlap identities excluded: {excluded}. Base model's training data: {base_card.get('training_data', '')}"
+        f"LFW-overlap identities excluded: {excluded}"
+        + (f"; {len(held_out)} identities of {cfg.holdout_pairs} folds {cfg.holdout_folds} held out (test set)"
+           if held_out else "")
+        + f". Base model's training data: {base_card.get('training_data', '')}"
     )
     licence = (
         "CelebA: non-commercial research purposes only (this model inherits that); base model's training data: "
@@ -606,12 +628,12 @@ def _export(cfg, backbone, base_folder, base_card, cache, split, best_entry, ini
         f"facerec.train from {base_card['id']} v{base_card.get('version')} (weights sha256 "
         f"{base_card.get('weights_sha256')}); best epoch {best_entry.get('epoch')} by validation "
         f"{cfg.early_stop.upper()}; loss {cfg.loss}, optimiser {cfg.optimizer}, lr {cfg.lr}, epochs {cfg.epochs}, "
-        f"P x K {cfg.p} x {cfg.k}, seed {cfg.seed}; weights stored as {cfg.export_dtype}. Full recipe in "
+        f"P x K {cfg.p} x {cfg.k}, seed {cfg.seed}; weights stored as {dtype}. Full recipe in "
         "extra.training_recipe."
     )
     return export_model_folder(
         backbone, base_folder / "model.json", run_dir / "export" / model_id, model_id, cfg.export_version,
-        cfg.export_dtype, provenance, training_data, licence, recipe,
+        dtype, provenance, training_data, licence, recipe,
         default_threshold=threshold[0] if threshold else None,
         threshold_provenance=threshold[1] if threshold else None,
     )
