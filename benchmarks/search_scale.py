@@ -307,6 +307,40 @@ def run_gpu(args, record) -> None:
             done += b * copies
         return done / (time.perf_counter() - t)
 
+    def profile(part: Shard) -> None:
+        """Where a single query's time goes: kernels of 50 eager searches (device time per kernel)."""
+        from torch.profiler import ProfilerActivity
+        with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for q in queries[:50]:
+                part.s.search_tensor(torch.from_numpy(q[None]).to(part.s.device), 10)
+            sync()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15), flush=True)
+        from facerec.index import torch_search
+        for label, block, dense in (("scan block 128", 128, 2), ("scan block 512", 512, 2),
+                                    ("tensor-core kernel, BM 16", 256, 1)):
+            torch_search.SCAN_BLOCK, part.s.batch_dense = block, dense
+            part.s._graphs.clear()
+            print(json.dumps({"single-query variant": label, **timed_singles(part.search, queries, 200)}), flush=True)
+        torch_search.SCAN_BLOCK, part.s.batch_dense = 256, 2
+        part.s._graphs.clear()
+
+    def dense_variants(parts: list[Shard], truth: np.ndarray) -> list[dict]:
+        """Batched q/s on the device and recall@1 for other tiles of the tensor-core kernel (large batches)."""
+        from facerec.index import torch_search
+        default, out = torch_search.DENSE_TILES[0], []
+        for v in args.dense_variants:
+            torch_search.DENSE_TILES[0] = tuple(int(x) for x in v.split(","))
+            try:
+                found = np.concatenate([parts[0].search(queries[i:i + 4096], 10)[1]
+                                        for i in range(0, len(queries), 4096)])
+                out.append({"tiles BM,BN,G,warps,stages": v, "recall@1": recall(found, truth)[0],
+                            "device_qps": {b: timed_device(parts, b, 1) for b in (4096, 16384)}})
+            except Exception as exc:
+                out.append({"tiles BM,BN,G,warps,stages": v, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            print(json.dumps(out[-1]), flush=True)
+        torch_search.DENSE_TILES[0] = default
+        return out
+
     def graph_mode(s) -> str:
         graphs = list(s._graphs.values())
         if not graphs:
@@ -352,6 +386,8 @@ def run_gpu(args, record) -> None:
                         p.s._graphs.clear()
                         p.search(queries[:1], 10)  # capture each shard's graph one at a time
                     single = timed_singles(index.search, queries, args.singles)
+                    if args.profile and base == "one":
+                        profile(parts[0])
                     # recall through the single-query path: every query, or every `stride`-th at large K
                     stride = 1 if k <= args.single_recall_all else max(1, len(queries) // args.single_recall_max)
                     found = np.concatenate([index.search(q[None], 10)[1] for q in queries[::stride]])
@@ -367,6 +403,8 @@ def run_gpu(args, record) -> None:
                         found = np.concatenate([index.search(queries[i:i + 4096], 10)[1]
                                                 for i in range(0, len(queries), 4096)])
                         row.update(recall_of(found, truth, "_batch", mated))
+                    if args.dense_variants and base == "one" and nprobe is None:
+                        row["dense_variants"] = dense_variants(parts, truth)
                     record(row)
             except Exception as exc:  # one layout failing (out of memory, say) must not lose the others
                 record({"K": k, "layout": layout, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
@@ -453,6 +491,9 @@ def main() -> None:
                     help="largest K for IVF on one GPU (sorting the lists copies the fp32 rows once)")
     ap.add_argument("--devices", nargs="+", help="torch devices (default: every GPU)")
     ap.add_argument("--replica-max", type=float, default=2e7, help="largest K copied whole onto every GPU")
+    ap.add_argument("--dense-variants", nargs="*", default=[],
+                    help="BM,BN,G,warps,stages tiles of the batched kernel to compare (layout one)")
+    ap.add_argument("--profile", action="store_true", help="print a kernel profile of single queries (layout one)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     if a.mode == "faces":

@@ -290,15 +290,15 @@ from facerec.index import gpu_kernels
 from facerec.index.policy import make_plan
 from facerec.index.torch_search import TorchIVFSearcher, TorchSearcher
 rng = np.random.default_rng(3)
-x = rng.normal(size=(1500, 64)).astype(np.float32)
+x = rng.normal(size=(800, 64)).astype(np.float32)
 x /= np.linalg.norm(x, axis=1, keepdims=True)
-q = x[rng.choice(1500, 17)] + 0.05 * rng.normal(size=(17, 64)).astype(np.float32)
+q = x[rng.choice(800, 17)] + 0.05 * rng.normal(size=(17, 64)).astype(np.float32)
 for cls, kind in ((TorchSearcher, "torch"), (TorchIVFSearcher, "torchivf")):
     plan = make_plan(kind, len(x), 64)
     ref, tri = cls.build(plan, 64, x), cls.build(plan, 64, x)
     tri.kernels, tri.backend = gpu_kernels, "triton"
     tri.batch_dense = tri.batch_exhaustive = 16
-    dead = np.array([3, 99, 1200])
+    dead = np.array([3, 99, 700])
     for b in (1, 17):
         got, want = tri.search(q[:b], 10, dead), ref.search(q[:b], 10, dead)
         assert np.array_equal(got[1], want[1]), (kind, b)

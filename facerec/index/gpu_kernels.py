@@ -69,6 +69,9 @@ def int8_group_max(qc_ptr, qs_ptr, codes_ptr, scale_ptr, dead_ptr, out_ptr, B, N
     s = acc.to(tl.float32) * qs[:, None] * xs[None, :]
     dead = tl.load(dead_ptr + rows, mask=n_ok, other=1)
     s = tl.where((n_ok & (dead == 0))[None, :], s, float("-inf"))
-    s = tl.max(tl.reshape(s, (BM, BN // G, G)), axis=2)
-    offs_g = pid_n * (BN // G) + tl.arange(0, BN // G)
-    tl.store(out_ptr + offs_m[:, None] * out_stride + offs_g[None, :], s, mask=m_ok[:, None])
+    if G == BN:  # one group a tile: a plain row reduction, no reshape of the accumulator layout
+        tl.store(out_ptr + offs_m * out_stride + pid_n, tl.max(s, axis=1), mask=m_ok)
+    else:
+        s = tl.max(tl.reshape(s, (BM, BN // G, G)), axis=2)
+        offs_g = pid_n * (BN // G) + tl.arange(0, BN // G)
+        tl.store(out_ptr + offs_m[:, None] * out_stride + offs_g[None, :], s, mask=m_ok[:, None])

@@ -29,7 +29,8 @@ SCAN_BLOCK = 256  # rows a scan program reads (segment_scan)
 QUERY_CHUNK = 4096  # queries searched together (bounds the stage-2/3 gathers)
 GRAPH_MAX_BATCH = 64  # batches up to this size are captured as CUDA graphs
 _CAPTURE = threading.Lock()  # one capture at a time in a process (shards capture from their threads)
-DENSE_TILES = {16: (16, 128, 4, 3), 64: (64, 128, 4, 3), 0: (128, 128, 8, 3)}  # batch <= key: BM, BN, warps, stages
+# int8_group_max tiles for batch <= key (0: larger): queries BM, rows BN, group G, warps, stages
+DENSE_TILES = {16: (16, 128, 32, 4, 3), 64: (64, 128, 32, 4, 3), 0: (128, 128, 32, 8, 3)}
 
 
 def gpu_count() -> int:
@@ -146,19 +147,25 @@ class TorchSearcher:
     @torch.inference_mode()
     def search_tensor(self, q32: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The three stages on the device, with no host synchronisation (graph-capturable for small batches)."""
+        if self.device.type != "cuda":
+            return self._search(q32, k)
+        with torch.cuda.device(self.device):  # Triton launches on the current device, not the tensors'
+            return self._search(q32, k)
+
+    def _search(self, q32: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         b = len(q32)
         if self.n == 0:
             return (torch.full((b, k), float("-inf"), device=self.device),
                     torch.full((b, k), -1, dtype=torch.long, device=self.device))
         if b > QUERY_CHUNK:
-            parts = [self.search_tensor(q32[a:a + QUERY_CHUNK], k) for a in range(0, b, QUERY_CHUNK)]
+            parts = [self._search(q32[a:a + QUERY_CHUNK], k) for a in range(0, b, QUERY_CHUNK)]
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         short = max(k * self.shortlist, self.min_shortlist)
         if self._dense(b):
-            starts, lens = self._dense_groups(q32, short)
+            starts, lens, g = self._dense_groups(q32, short)
         else:
-            starts, lens = self._scan_groups(q32, short)
-        return self._finish(q32, starts, lens, k, short)
+            starts, lens, g = self._scan_groups(q32, short)
+        return self._finish(q32, starts, lens, k, short, g)
 
     def _dense(self, b: int) -> bool:
         return self.backend == "torch" or b >= self.batch_dense
@@ -188,20 +195,20 @@ class TorchSearcher:
         s = torch.where(valid & (self.flags[pos] == 0), s, float("-inf"))
         return s.view(b, p, -1, group).amax(3).reshape(b, -1)
 
-    def _scan_groups(self, q32: torch.Tensor, short: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stage 1 by segments: the `short` best groups as (start, length) storage ranges."""
+    def _scan_groups(self, q32: torch.Tensor, short: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Stage 1 by segments: the `short` best groups as (start, length) storage ranges, and their size."""
         g = self.group
         starts, lens, longest = self._segments(q32)
         maxima = self._scan(q32, starts, lens, longest, SCAN_BLOCK, g)
         top = torch.topk(maxima, min(short, maxima.shape[1]), dim=1, sorted=False).indices
         per_segment = maxima.shape[1] // starts.shape[1]
         seg, offset = top // per_segment, (top % per_segment) * g
-        return starts.gather(1, seg) + offset, (lens.gather(1, seg) - offset).clamp(0, g)
+        return starts.gather(1, seg) + offset, (lens.gather(1, seg) - offset).clamp(0, g), g
 
-    def _dense_groups(self, q32: torch.Tensor, short: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _dense_groups(self, q32: torch.Tensor, short: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Stage 1 over every row, a slab of rows at a time: the `short` best groups as storage ranges."""
-        b, g, n = len(q32), self.group, self.n
-        bm, bn, warps, stages = next(v for key, v in DENSE_TILES.items() if key == 0 or b <= key)
+        b, n = len(q32), self.n
+        bm, bn, g, warps, stages = next(v for key, v in DENSE_TILES.items() if key == 0 or b <= key)
         slab = max(bn, SCORE_BYTES // (4 * b) * g // bn * bn)
         if self.backend == "triton":
             qc, qs = quantize(q32)
@@ -230,12 +237,11 @@ class TorchSearcher:
             groups = torch.gather(torch.cat(cand_g, 1), 1, torch.topk(values, min(short, values.shape[1]), dim=1,
                                                                           sorted=False).indices)
         starts = groups * g
-        return starts, (n - starts).clamp(0, g)
+        return starts, (n - starts).clamp(0, g), g
 
     def _finish(self, q32: torch.Tensor, starts: torch.Tensor, lens: torch.Tensor, k: int,
-                short: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stage 2 (every row of the chosen groups, int8) and stage 3 (the best rows, exact fp32)."""
-        g = self.group
+                short: int, g: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage 2 (every row of the chosen groups of `g` rows, int8) and stage 3 (the best rows, exact fp32)."""
         s2 = self._scan(q32, starts, lens, g, g, 1)
         pos = (starts[..., None] + torch.arange(g, device=self.device)).reshape(len(q32), -1)
         top = torch.topk(s2, min(short, s2.shape[1]), dim=1, sorted=False)
