@@ -30,7 +30,8 @@ QUERY_CHUNK = 4096  # queries searched together (bounds the stage-2/3 gathers)
 GRAPH_MAX_BATCH = 64  # batches up to this size are captured as CUDA graphs
 _CAPTURE = threading.Lock()  # one capture at a time in a process (shards capture from their threads)
 # int8_group_max tiles for batch <= key (0: larger): queries BM, rows BN, group G, warps, stages
-DENSE_TILES = {16: (16, 128, 32, 4, 3), 64: (64, 128, 32, 4, 3), 0: (128, 128, 32, 8, 3)}
+# (0: 128, 64, 64, 4, 3 was the fastest of six tiles at 1e6 rows: benchmarks/results/search_gpu_h200x2_int8_run2.json)
+DENSE_TILES = {16: (16, 128, 32, 4, 3), 64: (64, 128, 32, 4, 3), 0: (128, 64, 64, 4, 3)}
 
 
 def gpu_count() -> int:
@@ -61,7 +62,7 @@ class TorchSearcher:
         self.plan, self.dim, self.device = plan, dim, torch.device(device)
         self.shortlist = int(plan.search.get("shortlist", 4))
         self.min_shortlist = int(plan.search.get("min_shortlist", 32))
-        self.group = int(plan.search.get("group", 32))
+        self.group = int(plan.search.get("group", SCAN_BLOCK))  # rows a stage-1 maximum covers (scan path)
         self.batch_dense = int(plan.search.get("batch_dense", 2))  # from here one tensor-core product per slab
         self.kernels = _kernels() if self.device.type == "cuda" else None
         self.backend = "triton" if self.kernels is not None and dim % 16 == 0 else "torch"
@@ -188,12 +189,16 @@ class TorchSearcher:
                 p, chunks, D=self.dim, BLOCK=block, G=group, BD=_pow2_divisor(self.dim, 64), num_warps=4)
             return out
         offs = torch.arange(chunks * block, device=self.device)
-        valid = offs < lens[..., None]
-        pos = torch.where(valid, starts[..., None] + offs, 0)
         dtype = torch.half if self.device.type == "cuda" else torch.float32
-        s = torch.einsum("bpld,bd->bpl", self.codes[pos].to(dtype), q32.to(dtype)).float() * self.scale[pos]
-        s = torch.where(valid & (self.flags[pos] == 0), s, float("-inf"))
-        return s.view(b, p, -1, group).amax(3).reshape(b, -1)
+        step = max(1, (256 << 20) // (p * len(offs) * self.dim * 4))  # queries a gather of <= 256 MB serves
+        out = []
+        for a in range(0, b, step):
+            valid = offs < lens[a:a + step, :, None]
+            pos = torch.where(valid, starts[a:a + step, :, None] + offs, 0)
+            s = torch.einsum("bpld,bd->bpl", self.codes[pos].to(dtype), q32[a:a + step].to(dtype)).float()
+            s = torch.where(valid & (self.flags[pos] == 0), s * self.scale[pos], float("-inf"))
+            out.append(s.view(len(s), p, -1, group).amax(3).reshape(len(s), -1))
+        return torch.cat(out)
 
     def _scan_groups(self, q32: torch.Tensor, short: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Stage 1 by segments: the `short` best groups as (start, length) storage ranges, and their size."""
