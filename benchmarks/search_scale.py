@@ -315,14 +315,6 @@ def run_gpu(args, record) -> None:
                 part.s.search_tensor(torch.from_numpy(q[None]).to(part.s.device), 10)
             sync()
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15), flush=True)
-        from facerec.index import torch_search
-        for label, block, dense in (("scan block 128", 128, 2), ("scan block 512", 512, 2),
-                                    ("tensor-core kernel, BM 16", 256, 1)):
-            torch_search.SCAN_BLOCK, part.s.batch_dense = block, dense
-            part.s._graphs.clear()
-            print(json.dumps({"single-query variant": label, **timed_singles(part.search, queries, 200)}), flush=True)
-        torch_search.SCAN_BLOCK, part.s.batch_dense = 256, 2
-        part.s._graphs.clear()
 
     def dense_variants(parts: list[Shard], truth: np.ndarray) -> list[dict]:
         """Batched q/s on the device and recall@1 for other tiles of the tensor-core kernel (large batches)."""

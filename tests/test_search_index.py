@@ -194,6 +194,8 @@ def test_plan_by_size_and_retrain_on_growth():
     assert huge.kind == "ivfsq8" and huge.rerank > 1 and huge.factory.startswith("IVF")
     assert make_plan("auto", 1_000_000, 192, gpus=2).kind == "torch"
     assert make_plan("auto", 1_000, 192, gpus=2).kind == "flat"
+    shard = make_plan("auto", 50_000_000, 192, gpus=2)  # one GPU's shard of 1e8: probed lists
+    assert shard.kind == "torchivf" and shard.search["nprobe"] == 2048
     assert make_plan("ivf", 50, 192).kind == "flat"  # too few to train
     plan = make_plan("ivf", 10_000, 192)
     assert not needs_retrain(plan, 10_000, 15_000, "ivf", 192)
