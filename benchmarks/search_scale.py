@@ -11,8 +11,9 @@ score an impostor gets sets FPIR, so its exactness matters too). Recall is again
     PYTHONPATH=. nice python benchmarks/search_scale.py faces
     # CPU (this box): one size at a time, niced (PYTHONPATH=. so the checkout's facerec is used)
     PYTHONPATH=. nice python benchmarks/search_scale.py cpu --sizes 1e3 1e4 1e5 --json benchmarks/results/search_cpu_small.json
-    # GPU (device run): torch fp16 search, one GPU or sharded over all GPUs of the host
-    PYTHONPATH=. python3 benchmarks/search_scale.py gpu --sizes 1e6 1e7 1e8 --json $OUT/search_gpu.json
+    # GPU (device run): torch int8 search / torch IVF, one GPU, sharded or replicated over all GPUs of the host
+    PYTHONPATH=. python3 benchmarks/search_scale.py gpu --sizes 1e6 1e8 --layouts one shard replica shard-ivf \
+        --ivf-min 5e7 --gpu-nprobe 1024 2048 4096 --json $OUT/search_gpu.json
     # tables for BENCHMARKS.md
     python benchmarks/search_scale.py report benchmarks/results/search_*.json
 """

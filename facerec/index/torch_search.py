@@ -16,7 +16,6 @@ This module is the one place in facerec.index that imports torch, and only the t
 from __future__ import annotations
 
 import math
-import os
 import threading
 
 import numpy as np
@@ -34,14 +33,8 @@ _CAPTURE = threading.Lock()  # one capture at a time in a process (shards captur
 DENSE_TILES = {16: (16, 128, 32, 4, 3), 64: (64, 128, 32, 4, 3), 0: (128, 64, 64, 4, 3)}
 
 
-def gpu_count() -> int:
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 def _kernels():
-    """The Triton kernels, or None where they cannot run (no triton, or FACEREC_TORCH_SEARCH_TRITON=0)."""
-    if os.environ.get("FACEREC_TORCH_SEARCH_TRITON", "1") == "0":
-        return None
+    """The Triton kernels, or None without triton (the torch stages then run on the GPU too)."""
     try:
         from facerec.index import gpu_kernels
     except ImportError:
