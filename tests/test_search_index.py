@@ -61,6 +61,31 @@ def test_shard_merge_equals_one_exact_index(gallery):
             np.testing.assert_array_equal(got, want)
 
 
+def test_torch_shards_merge_to_one_exact_index(gallery):
+    """The GPU layout (one torch / torchivf index a device, merged by score) on CPU devices: the same
+    top-k as one exact index, including after a removal in one shard and an add routed to another."""
+    pytest.importorskip("torch")
+    _, ids, x, q = gallery
+
+    def make(kind):
+        def shard(s, i, v):
+            index = SearchIndex.build(i, v, DIM, kind, device="cpu")
+            if kind == "torchivf":
+                index._searcher.nprobe = index.plan.nlist  # every list: exact
+            return index
+        return shard
+
+    for kind in ("torch", "torchivf"):
+        one = SearchIndex.build(ids, x, DIM, "flat")
+        sharded = ShardedIndex.split(ids, x, 2, make(kind))
+        for index in (sharded, one):
+            index.remove(ids[:3])
+            index.add(np.array([10**9 + 1]), q[:1])
+        got, want = sharded.search(q, 10), one.search(q, 10)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_allclose(got[0], want[0], atol=2e-6)
+
+
 def test_add_remove_keep_shards_consistent(gallery):
     rng, ids, x, q = gallery
     sharded = ShardedIndex.split(ids[:2000], x[:2000], 3, lambda s, i, v: SearchIndex.build(i, v, DIM, "flat"))
