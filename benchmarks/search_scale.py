@@ -11,8 +11,9 @@ score an impostor gets sets FPIR, so its exactness matters too). Recall is again
     PYTHONPATH=. nice python benchmarks/search_scale.py faces
     # CPU (this box): one size at a time, niced (PYTHONPATH=. so the checkout's facerec is used)
     PYTHONPATH=. nice python benchmarks/search_scale.py cpu --sizes 1e3 1e4 1e5 --json benchmarks/results/search_cpu_small.json
-    # GPU (device run): torch fp16 search, one GPU or sharded over all GPUs of the host
-    PYTHONPATH=. python3 benchmarks/search_scale.py gpu --sizes 1e6 1e7 1e8 --json $OUT/search_gpu.json
+    # GPU (device run): torch int8 search / torch IVF, one GPU, sharded or replicated over all GPUs of the host
+    PYTHONPATH=. python3 benchmarks/search_scale.py gpu --sizes 1e6 1e8 --layouts one shard replica shard-ivf \
+        --ivf-min 5e7 --gpu-nprobe 1024 2048 4096 --json $OUT/search_gpu.json
     # tables for BENCHMARKS.md
     python benchmarks/search_scale.py report benchmarks/results/search_*.json
 """
@@ -27,6 +28,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -221,9 +223,8 @@ def persistence(index, x: np.ndarray, path: Path) -> dict:
 def run_gpu(args, record) -> None:
     import torch
 
-    from facerec.index.merge import ReplicatedIndex, ShardedIndex
+    from facerec.index.merge import ReplicatedIndex, ShardedIndex, merge_topk
     from facerec.index.policy import make_plan
-    from facerec.index import torch_search
     from facerec.index.torch_search import TorchIVFSearcher, TorchSearcher
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -231,11 +232,11 @@ def run_gpu(args, record) -> None:
     mu, chol = distractor_model(allx)
     ngpu = torch.cuda.device_count()
     devices = args.devices or [f"cuda:{g}" for g in range(ngpu)] or ["cpu"]  # "cpu cpu": checks the code here
+    dim = real.shape[1]
 
     def sync() -> None:
         for g in range(ngpu):
             torch.cuda.synchronize(g)
-    plan = make_plan("torch", 0, real.shape[1], ngpu)
     empty = np.empty(0, np.int64)
 
     class Shard:
@@ -252,26 +253,23 @@ def run_gpu(args, record) -> None:
             sc, r = self.s.search(q, k, empty, 0)
             return sc, np.where(r >= 0, self.id0 + self.step * r, -1)
 
-    def fill(device: str, ids_of: np.ndarray, k: int, shard: int, nshards: int, ivf: bool = False) -> TorchSearcher:
-        """The gallery rows id = shard, shard + nshards, ... generated on the device (real faces first)."""
+    def fill(device: str, ids_of: np.ndarray, shard: int, ivf: bool) -> TorchSearcher:
+        """The gallery rows id = shard, shard + nshards, ... generated on the device (real faces first):
+        distractors never cross the bus, so 1e8 rows cost seconds, not a 38 GB transfer."""
         dev = torch.device(device)
-        if ivf:
-            s = TorchIVFSearcher(make_plan("torchivf", len(ids_of), real.shape[1], ngpu), real.shape[1], device)
-        else:
-            s = TorchSearcher(plan, real.shape[1], device)
         n = len(ids_of)
-        s.x16 = torch.empty((n, real.shape[1]), dtype=torch.float16, device=dev)
-        s.x32 = torch.empty((n, real.shape[1]), dtype=torch.float32, device=dev)
+        plan = make_plan("torchivf" if ivf else "torch", n, dim, ngpu)
+        s = (TorchIVFSearcher if ivf else TorchSearcher)(plan, dim, device)
+        s.reserve(n)
         g = torch.Generator(device=dev).manual_seed(SEED + shard)
         mu_t = torch.tensor(mu, dtype=torch.float32, device=dev)
         chol_t = torch.tensor(chol, dtype=torch.float32, device=dev)
         real_rows = ids_of[ids_of < len(real)]
-        s.x32[:len(real_rows)] = torch.from_numpy(real[real_rows]).to(dev)
+        s.put(0, torch.from_numpy(real[real_rows]).to(dev))
         for a in range(len(real_rows), n, 1 << 22):
             b = min(n, a + (1 << 22))
-            v = mu_t + torch.randn((b - a, real.shape[1]), generator=g, device=dev) @ chol_t.T
-            s.x32[a:b] = v / v.norm(dim=1, keepdim=True)
-        s.x16.copy_(s.x32)
+            v = mu_t + torch.randn((b - a, dim), generator=g, device=dev) @ chol_t.T
+            s.put(a, v / v.norm(dim=1, keepdim=True))
         s.n = n
         if ivf:
             s.train()
@@ -285,18 +283,70 @@ def run_gpu(args, record) -> None:
             qt = torch.from_numpy(q).to(p.s.device)
             best_s, best_r = [], []
             for a in range(0, p.s.n, 1 << 18):
-                sc = qt @ p.s.x32[a:a + (1 << 18)].T
-                t = torch.topk(sc, 10, dim=1)
+                t = torch.topk(qt @ p.s.x32[a:min(p.s.n, a + (1 << 18))].T, 10, dim=1)
                 best_s.append(t.values)
                 best_r.append(t.indices + a)
-            sc, r = torch.cat(best_s, 1), torch.cat(best_r, 1)
-            t = torch.topk(sc, 10, dim=1)
+            t = torch.topk(torch.cat(best_s, 1), 10, dim=1)
             out_s.append(t.values.cpu().numpy())
-            pos = torch.gather(r, 1, t.indices)
-            rows = p.s.perm[pos] if getattr(p.s, "perm", None) is not None else pos
+            rows = p.s._rows(torch.gather(torch.cat(best_r, 1), 1, t.indices))
             out_i.append(p.id0 + p.step * rows.cpu().numpy())
-        from facerec.index.merge import merge_topk
         return merge_topk(out_s, out_i, 10)[1]
+
+    def timed_device(parts: list[Shard], b: int, copies: int, budget_s: float = 1.0) -> float:
+        """Queries/s with the queries already on each GPU (as when the embedder runs there): every
+        shard's kernels are launched before any is awaited, so the GPUs work at once; no host merge.
+        `copies`: how many different batches one round answers (replicas: each answers its own)."""
+        qs = [torch.from_numpy(bench_q[:b]).to(p.s.device) for p in parts]
+        for p, q in zip(parts, qs):
+            p.s.search_tensor(q, 10)
+        sync()
+        t, done = time.perf_counter(), 0
+        while time.perf_counter() - t < budget_s:
+            for p, q in zip(parts, qs):
+                p.s.search_tensor(q, 10)
+            sync()
+            done += b * copies
+        return done / (time.perf_counter() - t)
+
+    def profile(part: Shard) -> None:
+        """Where a single query's time goes: kernels of 50 eager searches (device time per kernel)."""
+        from torch.profiler import ProfilerActivity
+        with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for q in queries[:50]:
+                part.s.search_tensor(torch.from_numpy(q[None]).to(part.s.device), 10)
+            sync()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15), flush=True)
+
+    def dense_variants(parts: list[Shard], truth: np.ndarray) -> list[dict]:
+        """Batched q/s on the device and recall@1 for other tiles of the tensor-core kernel (large batches)."""
+        from facerec.index import torch_search
+        default, out = torch_search.DENSE_TILES[0], []
+        for v in args.dense_variants:
+            torch_search.DENSE_TILES[0] = tuple(int(x) for x in v.split(","))
+            try:
+                found = np.concatenate([parts[0].search(queries[i:i + 4096], 10)[1]
+                                        for i in range(0, len(queries), 4096)])
+                out.append({"tiles BM,BN,G,warps,stages": v, "recall@1": recall(found, truth)[0],
+                            "device_qps": {b: timed_device(parts, b, 1) for b in (4096, 16384)}})
+            except Exception as exc:
+                out.append({"tiles BM,BN,G,warps,stages": v, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            print(json.dumps(out[-1]), flush=True)
+        torch_search.DENSE_TILES[0] = default
+        return out
+
+    def graph_mode(s) -> str:
+        graphs = list(s._graphs.values())
+        if not graphs:
+            return "none"
+        if all(g.copies_inside for g in graphs):
+            return "copies inside"
+        return "kernels only" if all(g.graph is not None for g in graphs) else f"eager ({s.graph_error})"
+
+    def recall_of(found: np.ndarray, truth: np.ndarray, tag: str, is_mated: np.ndarray) -> dict:
+        r1, r10 = recall(found, truth)
+        return {f"recall@1{tag}": r1, f"recall@10{tag}": r10,
+                f"recall@1{tag}_mated": float((found[is_mated, 0] == truth[is_mated, 0]).mean()),
+                f"recall@1{tag}_nonmated": float((found[~is_mated, 0] == truth[~is_mated, 0]).mean())}
 
     bench_q = np.tile(queries, (max(1, args.batch_queries // len(queries)), 1))
     for k in (int(float(s)) for s in args.sizes):
@@ -310,44 +360,50 @@ def run_gpu(args, record) -> None:
                 continue
             sync()
             t = time.perf_counter()
+            index = parts = None
             try:
                 if base == "replica":
-                    ids_all = np.arange(k)
-                    parts = [Shard(fill(devices[g], ids_all, k, 0, 1, ivf), 0, 1) for g in range(n)]
+                    parts = [Shard(fill(devices[g], np.arange(k), 0, ivf), 0, 1) for g in range(n)]
                     index = ReplicatedIndex(parts)
                 else:
-                    parts = [Shard(fill(devices[g], np.arange(g, k, n), k, g, n, ivf), g, n) for g in range(n)]
+                    parts = [Shard(fill(devices[g], np.arange(g, k, n), g, ivf), g, n) for g in range(n)]
                     index = ShardedIndex(parts) if n > 1 else parts[0]
                 sync()
                 build_s = time.perf_counter() - t
                 mem = [torch.cuda.memory_allocated(g) / 2 ** 30 for g in range(min(n, ngpu))]
                 truth = exact(parts if base != "replica" else parts[:1], queries)
-                settings = [(None, c) for c in args.topk_chunks] if not ivf else \
-                    [(p, args.topk_chunks[0]) for p in args.gpu_nprobe]
-                for nprobe, chunk in settings:
-                    torch_search.TOPK_CHUNK = chunk
-                    if nprobe is not None:
-                        for p in parts:
+                for nprobe in (args.gpu_nprobe if ivf else [None]):
+                    for p in parts:
+                        if nprobe is not None:
                             p.s.nprobe = nprobe
+                        p.s._graphs.clear()
+                        p.search(queries[:1], 10)  # capture each shard's graph one at a time
                     single = timed_singles(index.search, queries, args.singles)
-                    qps = {b: timed_batch(index.search, bench_q, b) for b in (args.batches if nprobe in
-                                                                              (None, args.gpu_nprobe[0]) else [])}
-                    # recall through the path the timings took: IVF answers small batches by probing
-                    step = 32 if ivf else len(queries)
-                    found = np.concatenate([index.search(queries[i:i + step], 10)[1]
-                                            for i in range(0, len(queries), step)])
-                    r1, r10 = recall(found, truth)
+                    if args.profile and base == "one":
+                        profile(parts[0])
+                    # recall through the single-query path: every query, or every `stride`-th at large K
+                    stride = 1 if k <= args.single_recall_all else max(1, len(queries) // args.single_recall_max)
+                    found = np.concatenate([index.search(q[None], 10)[1] for q in queries[::stride]])
                     row = {"K": k, "layout": layout, "gpus": n, "kind": "torchivf" if ivf else "torch",
-                           "factory": parts[0].s.plan.factory, "nprobe": nprobe, "topk_chunk": chunk,
-                           "shortlist": plan.search.get("shortlist"), "build_s": build_s, "gpu_mem_gib": mem,
-                           **single, "batch_qps": qps, "recall@1": r1, "recall@10": r10,
-                           "recall@1_mated": float((found[mated, 0] == truth[mated, 0]).mean()),
-                           "recall@1_nonmated": float((found[~mated, 0] == truth[~mated, 0]).mean())}
+                           "factory": parts[0].s.plan.factory, "nprobe": nprobe, "backend": parts[0].s.backend,
+                           "graph": graph_mode(parts[0].s), "build_s": build_s,
+                           "gpu_mem_gib": mem, **single, "recall_stride": stride,
+                           **recall_of(found, truth[::stride], "", mated[::stride])}
+                    if nprobe in (None, args.gpu_nprobe[0]):
+                        row["batch_qps"] = {b: timed_batch(index.search, bench_q, b, 1.0) for b in args.batches}
+                        row["device_qps"] = {b: timed_device(parts, b, n if base == "replica" else 1)
+                                             for b in args.batches}
+                        found = np.concatenate([index.search(queries[i:i + 4096], 10)[1]
+                                                for i in range(0, len(queries), 4096)])
+                        row.update(recall_of(found, truth, "_batch", mated))
+                    if args.dense_variants and base == "one" and nprobe is None:
+                        row["dense_variants"] = dense_variants(parts, truth)
                     record(row)
-            except torch.OutOfMemoryError as exc:
-                record({"K": k, "layout": layout, "error": f"out of GPU memory: {str(exc).splitlines()[0]}"})
-                index = parts = None
+            except Exception as exc:  # one layout failing (out of memory, say) must not lose the others
+                record({"K": k, "layout": layout, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
+                        "traceback": traceback.format_exc()[-3000:]})
             del index, parts
+            gc.collect()
             if ngpu:
                 torch.cuda.empty_cache()
 
@@ -358,7 +414,7 @@ def report(files: list[Path]) -> None:
         d = json.loads(f.read_text())
         print(f"\n`{d['command']}` ({d['started']}, {d['cpus']} CPUs)\n")
         rows = [r for r in d["rows"] if "p50_ms" in r]
-        if rows and "layout" in rows[0]:
+        if rows and "layout" in rows[0] and "device_qps" not in str(rows):
             print("| K | layout | GPUs | method | nprobe | top-k | p50 ms | p99 ms | batched q/s | recall@1 (mated / non-mated) | recall@10 | GPU GiB |")
             print("|---|---|---|---|---|---|---|---|---|---|---|---|")
             for r in rows:
@@ -367,6 +423,18 @@ def report(files: list[Path]) -> None:
                       f"{r.get('topk_chunk') or 'one'} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {qps} | "
                       f"{r['recall@1']:.4f} ({r['recall@1_mated']:.4f} / {r['recall@1_nonmated']:.4f}) | "
                       f"{r['recall@10']:.4f} | {' + '.join(f'{m:.1f}' for m in r['gpu_mem_gib'])} |")
+        elif rows and "layout" in rows[0]:
+            print("| K | layout | GPUs | method | nprobe | p50 ms | p99 ms | q/s from host | q/s on device | "
+                  "recall@1 single path (mated / non-mated) | recall@10 | recall@1 batch path | build s | GPU GiB |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            for r in rows:
+                qps, dev = (", ".join(f"{v:,.0f} (b={b})" for b, v in r.get(key, {}).items()) or "-"
+                            for key in ("batch_qps", "device_qps"))
+                print(f"| {r['K']:.0e} | {r['layout']} | {r['gpus']} | {r['factory']} | {r['nprobe'] or '-'} | "
+                      f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {qps} | {dev} | {r['recall@1']:.4f} "
+                      f"({r['recall@1_mated']:.4f} / {r['recall@1_nonmated']:.4f}) | {r['recall@10']:.4f} | "
+                      f"{r.get('recall@1_batch', float('nan')):.4f} | {r['build_s']:.1f} | "
+                      f"{' + '.join(f'{m:.1f}' for m in r['gpu_mem_gib'])} |")
         elif rows:
             print("| K | index | param | build s | +RSS MB | p50 ms | p99 ms | batched q/s | recall@1 (mated / non-mated) | recall@10 |")
             print("|---|---|---|---|---|---|---|---|---|---|")
@@ -403,10 +471,12 @@ def main() -> None:
     ap.add_argument("--persist-kind", default="ivf")
     ap.add_argument("--tmp", type=Path, default=Path("pack"))
     ap.add_argument("--layouts", nargs="+", default=["one", "shard", "replica", "one-ivf", "shard-ivf"])
-    ap.add_argument("--batches", nargs="+", type=int, default=[1024, 4096])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1024, 4096, 16384])
     ap.add_argument("--batch-queries", type=int, default=65536)
-    ap.add_argument("--topk-chunks", nargs="+", type=int, default=[4096],
-                    help="first-stage top-k slice sizes to compare on the brute-force layouts (0: one top-k)")
+    ap.add_argument("--single-recall-all", type=float, default=1e6,
+                    help="largest K whose recall pass sends every query through the single-query path")
+    ap.add_argument("--single-recall-max", type=int, default=2000,
+                    help="above that K, how many queries (evenly strided) that pass sends")
     ap.add_argument("--gpu-nprobe", nargs="+", type=int, default=[32, 64, 128, 256])
     ap.add_argument("--ivf-min", type=float, default=1e6, help="smallest K for the IVF layouts")
     ap.add_argument("--one-max", type=float, default=1e9, help="largest K on one GPU")
@@ -414,6 +484,9 @@ def main() -> None:
                     help="largest K for IVF on one GPU (sorting the lists copies the fp32 rows once)")
     ap.add_argument("--devices", nargs="+", help="torch devices (default: every GPU)")
     ap.add_argument("--replica-max", type=float, default=2e7, help="largest K copied whole onto every GPU")
+    ap.add_argument("--dense-variants", nargs="*", default=[],
+                    help="BM,BN,G,warps,stages tiles of the batched kernel to compare (layout one)")
+    ap.add_argument("--profile", action="store_true", help="print a kernel profile of single queries (layout one)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     if a.mode == "faces":

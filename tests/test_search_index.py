@@ -61,6 +61,31 @@ def test_shard_merge_equals_one_exact_index(gallery):
             np.testing.assert_array_equal(got, want)
 
 
+def test_torch_shards_merge_to_one_exact_index(gallery):
+    """The GPU layout (one torch / torchivf index a device, merged by score) on CPU devices: the same
+    top-k as one exact index, including after a removal in one shard and an add routed to another."""
+    pytest.importorskip("torch")
+    _, ids, x, q = gallery
+
+    def make(kind):
+        def shard(s, i, v):
+            index = SearchIndex.build(i, v, DIM, kind, device="cpu")
+            if kind == "torchivf":
+                index._searcher.nprobe = index.plan.nlist  # every list: exact
+            return index
+        return shard
+
+    for kind in ("torch", "torchivf"):
+        one = SearchIndex.build(ids, x, DIM, "flat")
+        sharded = ShardedIndex.split(ids, x, 2, make(kind))
+        for index in (sharded, one):
+            index.remove(ids[:3])
+            index.add(np.array([10**9 + 1]), q[:1])
+        got, want = sharded.search(q, 10), one.search(q, 10)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_allclose(got[0], want[0], atol=2e-6)
+
+
 def test_add_remove_keep_shards_consistent(gallery):
     rng, ids, x, q = gallery
     sharded = ShardedIndex.split(ids[:2000], x[:2000], 3, lambda s, i, v: SearchIndex.build(i, v, DIM, "flat"))
@@ -194,6 +219,8 @@ def test_plan_by_size_and_retrain_on_growth():
     assert huge.kind == "ivfsq8" and huge.rerank > 1 and huge.factory.startswith("IVF")
     assert make_plan("auto", 1_000_000, 192, gpus=2).kind == "torch"
     assert make_plan("auto", 1_000, 192, gpus=2).kind == "flat"
+    shard = make_plan("auto", 50_000_000, 192, gpus=2)  # one GPU's shard of 1e8: probed lists
+    assert shard.kind == "torchivf" and shard.search["nprobe"] == 2048
     assert make_plan("ivf", 50, 192).kind == "flat"  # too few to train
     plan = make_plan("ivf", 10_000, 192)
     assert not needs_retrain(plan, 10_000, 15_000, "ivf", 192)
@@ -237,18 +264,6 @@ def test_torch_ivf_probing_all_lists_is_exact_and_follows_changes(gallery):
         np.testing.assert_allclose(got[0], want[0], atol=2e-6)
 
 
-def test_two_stage_topk_equals_topk():
-    torch = pytest.importorskip("torch")
-    from facerec.index.torch_search import chunked_topk
-
-    g = torch.Generator().manual_seed(0)
-    for n in (1000, 20000, 50001):
-        s = torch.randn(7, n, generator=g)
-        values, idx = chunked_topk(s, 40, 1024)
-        assert torch.equal(torch.sort(values, 1, descending=True).values, torch.topk(s, 40, dim=1).values)
-        assert torch.equal(torch.gather(s, 1, idx), values)
-
-
 def test_loaded_memory_mapped_index_compacts_and_saves_again(tmp_path, gallery, monkeypatch):
     _, ids, x, q = gallery
     from facerec.index import policy
@@ -283,3 +298,56 @@ def test_replicas_answer_like_one_index_and_take_every_change(gallery):
     assert replicas.ntotal == one.ntotal == len(ids) - 9
     np.testing.assert_array_equal(replicas.search(q, 7)[1], one.search(q, 7)[1])  # a batch split over replicas
     np.testing.assert_array_equal(replicas.search(q[:1], 7)[1], one.search(q[:1], 7)[1])  # one query, one replica
+
+
+def test_triton_kernels_equal_the_torch_stages():
+    """The GPU kernels (run by Triton's interpreter on the CPU, in a child process because the switch is
+    read at import) give the same top-k and exact scores as the torch stages, with deleted rows, on the
+    scan path (one query, IVF lists) and the tensor-core path (a batch), for the flat and IVF kinds."""
+    pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import numpy as np
+from facerec.index import gpu_kernels
+from facerec.index.policy import make_plan
+from facerec.index.torch_search import TorchIVFSearcher, TorchSearcher
+rng = np.random.default_rng(3)
+x = rng.normal(size=(800, 64)).astype(np.float32)
+x /= np.linalg.norm(x, axis=1, keepdims=True)
+q = x[rng.choice(800, 17)] + 0.05 * rng.normal(size=(17, 64)).astype(np.float32)
+for cls, kind in ((TorchSearcher, "torch"), (TorchIVFSearcher, "torchivf")):
+    plan = make_plan(kind, len(x), 64)
+    ref, tri = cls.build(plan, 64, x), cls.build(plan, 64, x)
+    tri.kernels, tri.backend = gpu_kernels, "triton"
+    tri.batch_dense = tri.batch_exhaustive = 16
+    dead = np.array([3, 99, 700])
+    for b in (1, 17):
+        got, want = tri.search(q[:b], 10, dead), ref.search(q[:b], 10, dead)
+        assert np.array_equal(got[1], want[1]), (kind, b)
+        assert np.abs(got[0] - want[0]).max() < 1e-6, (kind, b)
+        assert not np.isin(got[1], dead).any()
+print("ok")
+"""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_torch_kind_on_a_gallery_smaller_than_one_group():
+    """Fewer rows than a stage-1 group and than k: every row once, exact scores, then -1 / -inf."""
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    x, q = unit(rng, 5), unit(rng, 3)
+    ids = np.arange(5) * 7
+    index = SearchIndex.build(ids, x, DIM, "torch")
+    index.remove(ids[1:2])
+    scores, found = index.search(q, 10)
+    want_s, want_i = exact(np.delete(ids, 1), np.delete(x, 1, 0), q, 4)
+    np.testing.assert_array_equal(found[:, :4], want_i)
+    np.testing.assert_allclose(scores[:, :4], want_s, atol=2e-6)
+    assert (found[:, 4:] == -1).all() and np.isneginf(scores[:, 4:]).all()
