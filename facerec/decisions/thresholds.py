@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -126,9 +127,10 @@ def duplicate_threshold(store, card: ModelCard, gallery_size: int, scorer: str =
                               "new people wrongly refused")
 
 
+@lru_cache(maxsize=1)
 def identification_fpir() -> tuple[float, str]:
     """The default target FPIR of 1:K decisions (share of searches by people not enrolled that name someone)
-    and its provenance, from facerec/data/identification.json."""
+    and its provenance, from facerec/data/identification.json (read once: every 1:K decision asks)."""
     entry = json.loads(IDENTIFICATION_FILE.read_text())
     return float(entry["target_fpir"]), entry["provenance"]
 
