@@ -3,6 +3,9 @@ re-implementation of Immich's incremental face-recognition rule, on the same emb
 
     # 1. choose each method's threshold on CelebA (not LFW): the job of a `facerec batch scan` of celeba_wild
     python benchmarks/batch_clustering.py calibrate --db /tmp/celeba.db --job celeba [--write]
+    # 1b. choose the constant of the size-aware rule (facerec.batch.thresholds) on archive-like collections
+    #     drawn from the same CelebA job: long-tailed photos per person, many people seen once, several sizes
+    python benchmarks/batch_clustering.py calibrate-scale --db /tmp/celeba.db --job celeba [--write]
     # 2. evaluate on the LFW job of benchmarks/lfw_batch_run.py (50 people enrolled, one photo each)
     python benchmarks/batch_clustering.py evaluate --db /tmp/lfw_batch.db --job lfw --run /tmp/lfw_batch.db.run.json
 
@@ -26,9 +29,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facerec.api import Settings  # noqa: E402
+from facerec.api import Settings, models  # noqa: E402
 from facerec.batch.cluster import ClusterInput, cluster  # noqa: E402
 from facerec.batch.service import BatchService  # noqa: E402
+from facerec.batch.thresholds import CLUSTER_FILE, cluster_threshold, scaled_threshold  # noqa: E402
 from facerec.store.batch import FaceRows  # noqa: E402
 from facerec.store.schema import BatchFile  # noqa: E402
 
@@ -119,11 +123,13 @@ def immich(emb: np.ndarray, order: list[int], max_distance: float = 0.5, min_fac
     return out
 
 
-def ours(faces: FaceRows, rows: list[int], threshold: float, order: list[int] | None = None) -> np.ndarray:
+def ours(faces: FaceRows, rows: list[int], threshold: float, order: list[int] | None = None,
+         pair_threshold: float | None = None) -> np.ndarray:
     order = order if order is not None else list(range(len(rows)))
     sel = [rows[o] for o in order]
     result = cluster(ClusterInput(faces.ids[sel], [(faces.sha256[i], int(faces.face_index[i])) for i in sel],
-                                  faces.embeddings[sel], faces.file_ids[sel], [None] * len(sel)), threshold)
+                                  faces.embeddings[sel], faces.file_ids[sel], [None] * len(sel)), threshold,
+                     pair_threshold=pair_threshold)
     return np.array([result[int(faces.ids[i])] for i in rows])
 
 
@@ -209,6 +215,137 @@ def calibrate(args) -> None:
         path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+RATES = (0.003, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)  # false edges per face, swept
+# per-pair: every merge at the card's threshold at FAR r / N; size-aware: that bar for two single faces, the
+# card's 1:1 threshold for large groups, group + (pair - group) / sqrt(|A||B|) between (facerec.batch.cluster)
+VARIANTS = ("per-pair", "size-aware")
+ZIPF = (1.6, 2.0, 2.6)  # photos-per-person tail exponents: P(1 photo) ~ 0.42, 0.61, 0.80
+SHARES = (0.5, 1.0)  # share of the CelebA identities a collection holds
+SEEDS = (0, 1, 2)
+
+
+def archive_collections(truth: np.ndarray) -> list[tuple[str, list[int]]]:
+    """Archive-like collections drawn from one labelled set: each person gets a Zipf-distributed number of
+    photos (capped by what the set has), so most people appear once or twice and a few often; plus collections
+    where a quarter of the people keep all their photos and the rest appear once, and the whole set."""
+    people = sorted(set(truth.tolist()))
+    rows_of = {p: [i for i in range(len(truth)) if truth[i] == p] for p in people}
+    out = [("all photos", list(range(len(truth))))]
+    for seed in SEEDS:
+        rng = np.random.default_rng(seed)
+        for share in SHARES:
+            chosen = sorted(rng.choice(people, int(round(share * len(people))), replace=False).tolist())
+            for a in ZIPF:
+                rows = []
+                for p in chosen:
+                    k = min(len(rows_of[p]), int(rng.zipf(a)))
+                    rows += sorted(rng.choice(rows_of[p], k, replace=False).tolist())
+                out.append((f"zipf {a}, {share:.0%} of people, seed {seed}", sorted(rows)))
+            rows = []
+            for j, p in enumerate(rng.permutation(chosen).tolist()):
+                rows += rows_of[p] if j < len(chosen) // 4 else [int(rng.choice(rows_of[p]))]
+            out.append((f"1/4 of people all photos, rest once, {share:.0%} of people, seed {seed}", sorted(rows)))
+    return out
+
+
+def family_optima(table: list[dict], fixed: tuple[float, ...], variant: str, chosen: float) -> list[dict]:
+    """Per make-up (Zipf exponent or 'a quarter all photos') and share of people, over seeds: mean faces, the
+    constant r and the fixed threshold with the best mean BCubed F, F at the chosen r and at fixed 0.48."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in table:
+        parts = row["collection"].split(", ")
+        if len(parts) < 3:
+            continue
+        groups.setdefault((", ".join(parts[:-2]), parts[-2].split()[0]), []).append(row)
+    out = []
+    for (family, share), rows in groups.items():
+        f_rule = {r: float(np.mean([x[variant][str(r)]["bcubed_f"] for x in rows])) for r in RATES}
+        f_fixed = {t: float(np.mean([x["fixed"][str(t)] for x in rows])) for t in fixed}
+        out.append({"family": family, "share": share, "faces": float(np.mean([x["faces"] for x in rows])),
+                    "best_rate": max(f_rule, key=f_rule.get), "best_fixed": max(f_fixed, key=f_fixed.get),
+                    "f_chosen": f_rule[chosen], "f_fixed_0.48": f_fixed[0.48]})
+    return sorted(out, key=lambda f: (f["family"], f["faces"]))
+
+
+def rule_labels(faces: FaceRows, rows: list[int], model: str, variant: str, rate: float) -> tuple[np.ndarray, float]:
+    pair = scaled_threshold(model, len(rows), rate)[0]
+    if variant == "per-pair":
+        return ours(faces, rows, pair), pair
+    group = float(next(c for c in models() if c.id == model).default_threshold)
+    return ours(faces, rows, group, pair_threshold=max(pair, group)), pair
+
+
+def calibrate_scale(args) -> None:
+    """The rule of facerec.batch.thresholds and its constant: expected false edges per face r, pair threshold =
+    the card's threshold at FAR r / N. Both variants and every r of RATES are run on the archive-like
+    collections; the (variant, r) with the best mean BCubed F is chosen (the rule already tightens with N, so
+    no extra strictness is added), the fixed thresholds of `calibrate` beside them."""
+    service, faces, subject, _ = load(args.db, args.job)
+    rows = [i for i in range(len(faces)) if subject[i]]
+    truth = np.array([truth_of(faces.paths[i]) for i in rows])
+    model = service.fr.card.id
+    collections = archive_collections(truth)
+    fixed = tuple(float(t) for t in np.round(np.arange(0.44, 0.601, 0.02), 2))
+    table = []
+    for label, sel in collections:
+        sub = [rows[i] for i in sel]
+        t = truth[sel]
+        row = {"collection": label, "faces": len(sel), "people": len(set(t.tolist())),
+               "singleton_people": int(sum(1 for c in np.unique(t, return_counts=True)[1] if c == 1)),
+               "fixed": {str(x): bcubed(ours(faces, sub, x), t)[2] for x in fixed}}
+        for variant in VARIANTS:
+            row[variant] = {}
+            for r in RATES:
+                labels, pair = rule_labels(faces, sub, model, variant, r)
+                row[variant][str(r)] = {"pair_threshold": round(pair, 4), "bcubed_f": bcubed(labels, t)[2]}
+        table.append(row)
+        print(f"{label}: {row['faces']} faces, {row['people']} people ({row['singleton_people']} once); " + "; ".join(
+            f"{v} " + ", ".join(f"{r}: {row[v][str(r)]['bcubed_f']:.4f}" for r in RATES) for v in VARIANTS), flush=True)
+    mean = {v: {r: float(np.mean([x[v][str(r)]["bcubed_f"] for x in table])) for r in RATES} for v in VARIANTS}
+    worst = {v: {r: float(np.min([x[v][str(r)]["bcubed_f"] for x in table])) for r in RATES} for v in VARIANTS}
+    mean_fixed = {t: float(np.mean([x["fixed"][str(t)] for x in table])) for t in fixed}
+    variant, best = max(((v, r) for v in VARIANTS for r in RATES), key=lambda vr: mean[vr[0]][vr[1]])
+    print(f"\n{len(table)} collections from {args.job} ({len(rows)} faces, {len(set(truth.tolist()))} people): "
+          f"faces {min(r['faces'] for r in table)}-{max(r['faces'] for r in table)}")
+    print("| false edges per face r | per-pair mean / worst BCubed F | size-aware mean / worst | pair threshold at "
+          "1,000 / 10,000 / 100,000 faces |")
+    print("|---|---|---|---|")
+    for r in RATES:
+        ts = " / ".join(f"{scaled_threshold(model, n, r)[0]:.3f}" for n in (1_000, 10_000, 100_000))
+        print(f"| {r} | {mean['per-pair'][r]:.4f} / {worst['per-pair'][r]:.4f} | {mean['size-aware'][r]:.4f} / "
+              f"{worst['size-aware'][r]:.4f} | {ts} |")
+    print("fixed thresholds, mean / worst BCubed F:", ", ".join(
+        f"{t}: {f:.4f} / {min(x['fixed'][str(t)] for x in table):.4f}" for t, f in mean_fixed.items()))
+    print(f"chosen: {variant}, r = {best} (mean F {mean[variant][best]:.4f})")
+    # does the best constant stay put when a collection of one make-up grows (while the best fixed threshold
+    # moves)? The rule's premise, checked within CelebA's sizes: one family = one make-up, seeds averaged
+    families = family_optima(table, fixed, variant, best)
+    print(f"| make-up | people | mean faces | best r ({variant}) | best fixed threshold | F at chosen r | F at fixed 0.48 |")
+    print("|---|---|---|---|---|---|---|")
+    for f in families:
+        print(f"| {f['family']} | {f['share']} | {f['faces']:.0f} | {f['best_rate']} | {f['best_fixed']} "
+              f"| {f['f_chosen']:.4f} | {f['f_fixed_0.48']:.4f} |")
+    out = {"job": args.job, "db": str(args.db), "faces": len(rows), "identities": len(set(truth.tolist())),
+           "collections": table, "mean": mean, "worst": worst, "mean_fixed": mean_fixed,
+           "chosen": {"variant": variant, "false_edges_per_face": best}, "families": families}
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    if args.write:
+        data = json.loads(CLUSTER_FILE.read_text()) if CLUSTER_FILE.is_file() else {}
+        data[model] = {
+            "rule": variant,
+            "false_edges_per_face": best,
+            "provenance": f"{variant} rule, pair threshold = the card's threshold at FAR r / N (N faces clustered); "
+                          f"r = {best}: the best mean BCubed F ({mean[variant][best]:.4f}; fixed 0.48: "
+                          f"{mean_fixed[0.48]:.4f}) of both rules and r in {min(RATES)}-{max(RATES)} over "
+                          f"{len(table)} archive-like collections ({min(r['faces'] for r in table)}-"
+                          f"{max(r['faces'] for r in table)} faces, Zipf photos per person, many people once) drawn "
+                          f"from {len(rows)} CelebA in-the-wild faces of {len(set(truth.tolist()))} identities "
+                          f"(celeba_wild, not LFW); benchmarks/batch_clustering.py calibrate-scale, "
+                          f"{Path(args.out).as_posix()}",
+        }
+        CLUSTER_FILE.write_text(json.dumps(data, indent=2) + "\n")
+
+
 def evaluate(args) -> None:
     service, faces, subject, _ = load(args.db, args.job)
     run = json.loads(Path(args.run).read_text()) if args.run else {}
@@ -216,6 +353,18 @@ def evaluate(args) -> None:
     calib = json.loads(Path(args.calibration).read_text())["best"] if args.calibration else {}
     n = len(faces)
     report: dict = {"faces": n, "photos": len(set(faces.file_ids.tolist())), "subject_faces": int(subject.sum())}
+
+    # the 1:K decision re-made at the engine's operating point now in force (gallery-aware unless an
+    # identification calibration is stored), by searching the job's stored embeddings in its gallery again
+    point = service.fr.operating_point("identification")
+    best = [row[0] if row else None for row in service.fr.gallery.search(faces.embeddings, 1)]
+    stored_match = list(faces.match)
+    if not args.as_scanned:
+        faces.match[:] = [m.name if m is not None and m.score >= point.threshold else None for m in best]
+    report["identification_threshold"] = {"threshold": point.threshold, "source": point.source,
+                                          "as_scanned": bool(args.as_scanned),
+                                          "faces_named_at_scan": sum(m is not None for m in stored_match),
+                                          "faces_named_now": sum(m is not None for m in faces.match)}
 
     # identification of the 50 enrolled people: probes are their photos other than the enrolled one
     enrol_photo = {f"{name.replace(' ', '_')}_0001.jpg" for name in enrolled}
@@ -239,11 +388,16 @@ def evaluate(args) -> None:
     truth = np.array([truth_of(faces.paths[unknown[k]]) for k in scored])
     emb = faces.embeddings[unknown]
     files = faces.file_ids[unknown]
-    t_ours = args.threshold or calib.get("ours") or service.fr.operating_point("verification").threshold
+    rule = cluster_threshold(service.fr.card.id, len(unknown))
+    t_ours = args.threshold or rule.threshold
+    pair = None if args.threshold else rule.pair_threshold
+    report["clustering_threshold"] = {"threshold": t_ours, "pair_threshold": pair,
+                                      "source": "--threshold" if args.threshold else rule.source}
     t_db = calib.get("dbscan", t_ours)
     t_im = calib.get("immich", 1 - IMMICH_DEFAULT[0])
     methods = {
-        f"facerec (avg-linkage, s >= {t_ours:.2f})": lambda order: ours(faces, unknown, t_ours, order),
+        f"facerec (avg-linkage, s >= {t_ours:.2f}" + (f", single faces {pair:.2f})" if pair else ")"):
+            lambda order: ours(faces, unknown, t_ours, order, pair),
         f"sklearn DBSCAN (eps {1 - t_db:.2f}, min_samples 2)": lambda order: _reorder(dbscan, emb, order, 1 - t_db),
         f"Immich rule (maxDistance {1 - t_im:.2f}, minFaces 3)": lambda order: immich(emb, order or list(range(len(unknown))), 1 - t_im),
         "Immich rule (defaults 0.5, 3)": lambda order: immich(emb, order or list(range(len(unknown))), *IMMICH_DEFAULT),
@@ -301,6 +455,12 @@ def _reorder(fn, emb: np.ndarray, order: list[int] | None, *a) -> np.ndarray:
 def print_report(r: dict) -> None:
     ident = r["identification"]
     print(f"{r['faces']} faces in {r['photos']} photos ({r['subject_faces']} subject faces)")
+    t = r["identification_threshold"]
+    print(("1:K answers as stored by the scan; today's threshold would be" if t["as_scanned"] else "1:K threshold")
+          + f" {t['threshold']:.4f} ({t['source']}); faces named at scan {t['faces_named_at_scan']}, now "
+          f"{t['faces_named_now']}")
+    c = r["clustering_threshold"]
+    print(f"clustering threshold {c['threshold']:.4f} ({c['source']})")
     print(f"identification of {ident['enrolled']} enrolled people: recall {ident['recall']:.4f} over "
           f"{ident['mated_probes']} mated probes; precision {ident['precision']:.4f} over {ident['named']} faces "
           f"named; {ident['non_mated_named']} of {ident['non_mated_probes']} non-mated probes named; "
@@ -327,15 +487,22 @@ def main() -> None:
     c.add_argument("--job", required=True)
     c.add_argument("--write", action="store_true", help="write the chosen threshold to facerec/data/batch_cluster.json")
     c.add_argument("--out", default="benchmarks/results/batch_cluster_calibration.json")
+    cs = sub.add_parser("calibrate-scale")
+    cs.add_argument("--db", type=Path, required=True)
+    cs.add_argument("--job", required=True)
+    cs.add_argument("--write", action="store_true", help="write the chosen constant to facerec/data/batch_cluster.json")
+    cs.add_argument("--out", default="benchmarks/results/batch_cluster_scale.json")
     e = sub.add_parser("evaluate")
     e.add_argument("--db", type=Path, required=True)
     e.add_argument("--job", required=True)
     e.add_argument("--run", help="the .run.json of benchmarks/lfw_batch_run.py")
     e.add_argument("--calibration", default="benchmarks/results/batch_cluster_calibration.json")
     e.add_argument("--threshold", type=float)
+    e.add_argument("--as-scanned", action="store_true",
+                   help="keep the 1:K answers stored by the scan instead of re-deciding at today's operating point")
     e.add_argument("--out", default="benchmarks/results/batch_clustering_lfw.json")
     args = ap.parse_args()
-    calibrate(args) if args.cmd == "calibrate" else evaluate(args)
+    {"calibrate": calibrate, "calibrate-scale": calibrate_scale, "evaluate": evaluate}[args.cmd](args)
 
 
 if __name__ == "__main__":

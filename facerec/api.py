@@ -36,6 +36,7 @@ from facerec.decisions.thresholds import (
     VERIFICATION,
     DecisionThreshold,
     duplicate_threshold,
+    identification_threshold,
     resolve_threshold,
 )
 from facerec.errors import DuplicateIdentityError, FacerecError, InputPathError, QualityError, UnknownPersonError
@@ -269,7 +270,10 @@ class FaceRec:
         return self._scorer
 
     def operating_point(self, kind: str = VERIFICATION) -> DecisionThreshold:
-        """The threshold in force: the stored calibration of this model and scorer, else its default."""
+        """The threshold in force: the stored calibration of this model and scorer, else its default; for 1:K
+        (every identify verb, the kiosk, the batch scan) a default that grows with the gallery's size."""
+        if kind == IDENTIFICATION:
+            return identification_threshold(self.store, self.card, self.gallery.person_count(), self.scorer.name)
         return resolve_threshold(self.store, self.card, kind, scorer=self.scorer.name)
 
     def close(self) -> None:

@@ -66,6 +66,7 @@ class Gallery:
         self._index: "SearchIndex | None" = None
         self._state: GalleryState | None = None
         self._owner: dict[int, str] = {}
+        self._people: tuple[GalleryState | None, int] = (None, 0)  # person count as of a state
 
     # --- reading ---------------------------------------------------------------------------------
     @property
@@ -76,9 +77,13 @@ class Gallery:
             return len(self._owner)
 
     def person_count(self) -> int:
+        """People in the gallery now; counted once per gallery state (every 1:K decision asks: its default
+        threshold depends on it)."""
         with self._lock:
-            self.sync()
-            return len(set(self._owner.values()))
+            state = self.sync()
+            if self._people[0] != state:
+                self._people = (state, len(set(self._owner.values())))
+            return self._people[1]
 
     def sync(self) -> GalleryState:
         """Bring the in-memory index up to the store's state (one query when nothing changed)."""

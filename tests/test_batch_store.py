@@ -4,6 +4,7 @@ replaces its faces, labels and constraints stay with face ids, clusters set in o
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from facerec.store import Store
 from facerec.store.batch import CANNOT, MUST, NOT, BatchStore, ScannedFace, ScannedFile
@@ -46,4 +47,35 @@ def test_batch_tables_on_both_backends(db_url):
     assert len(after) == 5 and set(ids[:2]) <= set(after.ids.tolist()) and not set(ids[2:4]) & set(after.ids.tolist())
     assert batch.file_errors(job) == [("/photos/bad.jpg", "corrupt")]
     assert [j["faces"] for j in batch.jobs()] == [5]
+    store.close()
+
+
+def test_reembedding_tables_on_both_backends(db_url):
+    """Staged embeddings of a new model: what is left to do, failures, and a switch that is all or nothing."""
+    from facerec.errors import FacerecError
+
+    store = Store.open(db_url, auto_migrate=True)
+    batch = BatchStore(store)
+    job = batch.open_job("album", "mobilefacenet", ["/photos"])
+    batch.write_chunk(job, "mobilefacenet", [ScannedFile(f"/photos/{i}.jpg", 10, 20, f"{i:064d}", 64, 64,
+                                                         faces=[face(i), face(10 + i)]) for i in range(3)])
+    ids = batch.faces(job).ids.tolist()
+    batch.name_faces(job, ids[:1], "Ada")
+    new = {i: np.random.default_rng(i).normal(size=128).astype(np.float32) for i in ids}
+    assert [len(p.faces) for p in batch.photos_to_reembed(job, "sface")] == [2, 2, 2]
+    batch.stage_embeddings(job, "sface", [(ids[0], new[ids[0]], None), (ids[1], None, "not found again")])
+    todo = batch.photos_to_reembed(job, "sface")
+    assert [p.path for p in todo] == ["/photos/1.jpg", "/photos/2.jpg"]  # photo 0 is done (one face failed)
+    status = batch.reembed_status(job, "sface")
+    assert (status.faces, status.staged, status.missing, status.complete) == (6, 1, [(ids[1], "not found again")], False)
+    with pytest.raises(FacerecError, match="stays on mobilefacenet"):
+        batch.switch_model(job, "sface")
+    assert batch.job_model(job) == "mobilefacenet" and batch.faces(job).embeddings.shape[1] == 192
+    batch.forget_failed(job, "sface")
+    batch.stage_embeddings(job, "sface", [(i, new[i], None) for i in ids[1:]])
+    assert batch.reembed_status(job, "sface").complete and batch.switch_model(job, "sface") == 6
+    after = batch.faces(job)
+    assert batch.job_model(job) == "sface" and after.ids.tolist() == ids and after.person[0] == "Ada"
+    assert np.allclose(after.embeddings, np.stack([new[i] for i in ids]))
+    assert batch.reembed_status(job, "sface").staged == 0  # staging emptied by the switch
     store.close()

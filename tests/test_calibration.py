@@ -101,3 +101,42 @@ def test_duplicate_threshold_grows_with_the_gallery(sqlite_url):
     store.save_calibration(card.id, IDENTIFICATION, "cosine", "strangers", 0, 500, None, 0.61, "fpir=0.01", {})
     calibrated = duplicate_threshold(store, card, 971, "cosine")
     assert calibrated.threshold == 0.61 and "identification calibration" in calibrated.source
+
+
+def test_identification_threshold_grows_with_the_gallery_and_a_calibration_wins(tmp_path):
+    """1:K with no identification calibration: the card's point at FAR <= target FPIR / N (N enrolled),
+    never looser than 1:1, decided by the engine for every identify verb; a stored identification
+    calibration replaces it (and is what the kiosk calls calibrated)."""
+    from facerec.api import FaceRec, Settings
+    from facerec.decisions.thresholds import IDENTIFICATION, identification_fpir, identification_threshold
+    from facerec.kiosk.loop import calibrated_for_identification
+
+    fpir, provenance = identification_fpir()
+    assert 0 < fpir < 1 and provenance
+    fr = FaceRec(Settings.resolve(db=f"sqlite:///{tmp_path / 'g.db'}", index=str(tmp_path / "g.faiss")))
+    table = {float(k): v for k, v in fr.card.extra["thresholds_at_far"].items()}
+    rng = np.random.default_rng(0)
+
+    def enroll(first: int, last: int) -> None:
+        for k in range(first, last):
+            e = rng.normal(size=(1, fr.card.embedding_dim)).astype(np.float32)
+            fr.enroll_embeddings(f"Person {k}", e / np.linalg.norm(e), [f"{k:064x}"], [f"p{k}.jpg"], [1.0],
+                                 [{"passed": True}])
+
+    points = []
+    for size in (3, 50):  # the engine counts its gallery
+        enroll(fr.gallery.person_count(), size)
+        points.append(fr.operating_point(IDENTIFICATION))
+    points += [identification_threshold(fr.store, fr.card, size) for size in (500, 10**6)]
+    for size, point in zip((3, 50, 500, 10**6), points):
+        assert point.target_far <= fpir / size or "strictest" in point.source
+        assert point.source.startswith("gallery-aware default") and f"{size} people" in point.source
+        assert not calibrated_for_identification(point.source)
+    assert fr.gallery.person_count() == 50
+    # FAR 1e-3 (the 1:1 point), 1e-4, 1e-5, then the strictest the card resolves
+    assert [p.threshold for p in points] == [fr.card.default_threshold, table[1e-4], table[1e-5], max(table.values())]
+    assert fr.operating_point("verification").threshold == fr.card.default_threshold  # 1:1 unchanged
+
+    fr.store.save_calibration(fr.card.id, IDENTIFICATION, "cosine", "strangers", 0, 500, None, 0.55, "fpir=0.01", {})
+    calibrated = fr.operating_point(IDENTIFICATION)
+    assert calibrated.threshold == 0.55 and calibrated_for_identification(calibrated.source)

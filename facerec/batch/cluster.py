@@ -9,7 +9,10 @@ it happily puts two faces of one photo into one person. Here:
    least the merge threshold (the only pairs that can start a merge).
 3. Average linkage over that graph: the pair of connected clusters with the highest *exact* average
    similarity (sum vectors: mean of all |A|x|B| cosines in O(d)) is merged, while it is at least the threshold.
-   Ties are broken by the clusters' canonical first members.
+   Ties are broken by the clusters' canonical first members. With a `pair_threshold` the bar depends on how
+   many comparisons a merge rests on: two single faces need `pair_threshold` (in a large collection one face
+   meets many strangers, so one comparison must be strict), two groups need
+   threshold + (pair_threshold - threshold) / sqrt(|A| x |B|) (the mean of many comparisons is steadier).
 4. Constraints: faces the user named (one name) or linked ("must") start in one cluster; two clusters never
    merge when that would put two faces of one photo together, two different user names together, a "cannot"
    pair together, or a face with a name the user said it is not ("not this person").
@@ -74,8 +77,10 @@ def knn_edges(embeddings: np.ndarray, k: int, threshold: float) -> list[tuple[fl
     return [(s, a, b) for (a, b), s in edges.items()]
 
 
-def cluster(data: ClusterInput, threshold: float, k: int = DEFAULT_NEIGHBOURS) -> dict[int, int]:
-    """Face id -> cluster id (the smallest face id of its cluster) for every face of `data`."""
+def cluster(data: ClusterInput, threshold: float, k: int = DEFAULT_NEIGHBOURS,
+            pair_threshold: float | None = None) -> dict[int, int]:
+    """Face id -> cluster id (the smallest face id of its cluster) for every face of `data`. `threshold`:
+    the bar of large groups (and of every merge without `pair_threshold`); `pair_threshold`: of single faces."""
     n = len(data.ids)
     if n == 0:
         return {}
@@ -149,9 +154,14 @@ def cluster(data: ClusterInput, threshold: float, k: int = DEFAULT_NEIGHBOURS) -
     heap: list[tuple[float, int, int, int, int]] = []
     version = dict.fromkeys(clusters, 0)
 
+    def needed(x: _Cluster, y: _Cluster) -> float:
+        if pair_threshold is None or pair_threshold <= threshold:
+            return threshold
+        return threshold + (pair_threshold - threshold) / float(np.sqrt(len(x.members) * len(y.members)))
+
     def push(ra: int, rb: int) -> None:
         s = linkage(clusters[ra], clusters[rb])
-        if s >= threshold:
+        if s >= needed(clusters[ra], clusters[rb]):
             a, b = (ra, rb) if ra < rb else (rb, ra)
             # negated similarity rounded so that float noise cannot reorder near-ties between runs
             heapq.heappush(heap, (-round(s, 9), a, b, version[a], version[b]))

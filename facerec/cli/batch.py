@@ -241,3 +241,37 @@ def xmp_command(job: JobArg,
             cli._print_json({"job": job, "sidecars": [str(p) for p in written]})
         else:
             cli.out.print(f"{len(written)} XMP sidecars written", markup=False, highlight=False)
+
+
+@app.command("reembed")
+def reembed_command(
+    job: JobArg,
+    model: Annotated[str, typer.Option("--model", help="The new embedding model (see `facerec models`).")],
+    chunk: Annotated[int, typer.Option("--chunk", min=1, help="Photos per transaction.")] = 32,
+    no_switch: Annotated[bool, typer.Option("--no-switch", help="Only stage the new embeddings; switch on a later run.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try again faces not found in their photo last time (after a re-scan).")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Re-embed every face of JOB with another model, keeping face ids (names, clusters, links, rejections).
+    Resumable: a killed run continues where it stopped; the old embeddings serve until the atomic switch."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    cli = _main()
+    with cli._command(as_json):
+        bar = Progress(TextColumn(f"re-embed {job} with {model}"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=cli.err)
+        task = bar.add_task("reembed", total=None)
+        with bar:
+            result = _service().reembed(job, model, chunk, switch=not no_switch, retry_failed=retry_failed,
+                                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+        if as_json:
+            cli._print_json(result.to_dict())
+        else:
+            state = f"switched to {result.model}" if result.switched else f"still on {result.old_model}"
+            cli.out.print(f"job {job}: {result.staged} of {result.faces} faces embedded with {result.model} "
+                          f"({result.embedded_now} in this run, {result.failed} not found again); {state}",
+                          markup=False, highlight=False)
+            for face_id, why in result.failures:
+                cli.err.print(f"face {face_id}: {why}", markup=False, highlight=False)
+        if result.failed:
+            raise typer.Exit(cli.EXIT_PARTIAL)

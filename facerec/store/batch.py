@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, select, update
 
 from facerec.errors import FacerecError
 from facerec.store.repository import Store
-from facerec.store.schema import BatchConstraint, BatchFace, BatchFile, BatchJob, utcnow
+from facerec.store.schema import BatchConstraint, BatchFace, BatchFaceEmbedding, BatchFile, BatchJob, utcnow
 
 MUST, CANNOT, NOT = "must", "cannot", "not"
 
@@ -78,6 +78,29 @@ class FaceRows:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+@dataclass(frozen=True)
+class PhotoToReembed:
+    """A photo with faces that have nothing staged yet for the new model: where they are, as scanned."""
+
+    file_id: int
+    path: str
+    sha256: str
+    faces: list[tuple[int, list[float]]]  # (face id, box in the original photo's pixels)
+
+
+@dataclass(frozen=True)
+class ReembedStatus:
+    model_id: str  # the model being staged
+    job_model_id: str  # the model of the job's embeddings in force
+    faces: int
+    staged: int  # faces with an embedding by `model_id`
+    missing: list[tuple[int, str]]  # (face id, why it could not be re-embedded)
+
+    @property
+    def complete(self) -> bool:
+        return self.staged == self.faces
 
 
 @dataclass(frozen=True)
@@ -256,3 +279,73 @@ class BatchStore:
         with self.store.session() as s:
             return {i: (w, h) for i, w, h in s.execute(select(BatchFile.id, BatchFile.width, BatchFile.height)
                                                       .where(BatchFile.job_id == job_id))}
+
+    # --- re-embedding after a model change --------------------------------------------------------
+    def job_model(self, job_id: int) -> str:
+        with self.store.session() as s:
+            return s.get(BatchJob, job_id).model_id
+
+    def photos_to_reembed(self, job_id: int, model_id: str) -> list[PhotoToReembed]:
+        """The job's photos (path order) holding faces with nothing staged for `model_id`: what a resumed
+        re-embedding still has to do."""
+        with self.store.session() as s:
+            staged = select(BatchFaceEmbedding.face_id).where(BatchFaceEmbedding.job_id == job_id,
+                                                              BatchFaceEmbedding.model_id == model_id)
+            rows = s.execute(select(BatchFile.id, BatchFile.path, BatchFile.sha256, BatchFace.id, BatchFace.box)
+                             .join(BatchFace, BatchFace.file_id == BatchFile.id)
+                             .where(BatchFace.job_id == job_id, BatchFace.id.not_in(staged))
+                             .order_by(BatchFile.path, BatchFace.face_index)).all()
+        photos: dict[int, PhotoToReembed] = {}
+        for file_id, path, sha, face_id, box in rows:
+            photos.setdefault(file_id, PhotoToReembed(file_id, path, sha, [])).faces.append((face_id, list(box)))
+        return list(photos.values())
+
+    def stage_embeddings(self, job_id: int, model_id: str,
+                         rows: Iterable[tuple[int, np.ndarray | None, str | None]]) -> None:
+        """Stage (face id, embedding or None, error) for `model_id` in one transaction (a chunk of photos)."""
+        with self.store.session() as s:
+            s.add_all([BatchFaceEmbedding(
+                face_id=int(face_id), model_id=model_id, job_id=job_id, error=error[:1024] if error else None,
+                embedding=None if embedding is None else np.asarray(embedding, dtype="<f4").tobytes(),
+            ) for face_id, embedding, error in rows])
+
+    def reembed_status(self, job_id: int, model_id: str) -> ReembedStatus:
+        with self.store.session() as s:
+            job_model = s.get(BatchJob, job_id).model_id
+            faces = s.scalar(select(func.count()).select_from(BatchFace).where(BatchFace.job_id == job_id))
+            rows = s.execute(select(BatchFaceEmbedding.face_id, BatchFaceEmbedding.embedding.is_not(None),
+                                    BatchFaceEmbedding.error)
+                             .join(BatchFace, BatchFace.id == BatchFaceEmbedding.face_id)
+                             .where(BatchFaceEmbedding.job_id == job_id, BatchFaceEmbedding.model_id == model_id)
+                             .order_by(BatchFaceEmbedding.face_id)).all()
+        return ReembedStatus(model_id, job_model, int(faces or 0), sum(1 for _, ok, _ in rows if ok),
+                             [(int(f), e or "") for f, ok, e in rows if not ok])
+
+    def forget_failed(self, job_id: int, model_id: str) -> None:
+        """Drop staged failures, so that the next re-embedding tries those faces again."""
+        with self.store.session() as s:
+            s.execute(delete(BatchFaceEmbedding).where(BatchFaceEmbedding.job_id == job_id,
+                                                       BatchFaceEmbedding.model_id == model_id,
+                                                       BatchFaceEmbedding.embedding.is_(None)))
+
+    def switch_model(self, job_id: int, model_id: str) -> int:
+        """Put the staged embeddings of `model_id` in force for the whole job in one transaction (every face
+        keeps its id, and so its name, cluster and the user's links), or nothing when one face lacks one.
+        Returns the number of faces switched."""
+        with self.store.session(write=True) as s:
+            job = s.get(BatchJob, job_id)
+            staged = dict(s.execute(select(BatchFaceEmbedding.face_id, BatchFaceEmbedding.embedding)
+                                    .where(BatchFaceEmbedding.job_id == job_id, BatchFaceEmbedding.model_id == model_id,
+                                           BatchFaceEmbedding.embedding.is_not(None))).all())
+            ids = s.scalars(select(BatchFace.id).where(BatchFace.job_id == job_id)).all()
+            lacking = [i for i in ids if i not in staged]
+            if lacking:
+                raise FacerecError(f"{len(lacking)} face(s) of the job have no {model_id} embedding yet "
+                                   f"(first: {lacking[0]}): the job stays on {job.model_id}")
+            for face_id in ids:
+                s.execute(update(BatchFace).where(BatchFace.id == face_id)
+                          .values(embedding=staged[face_id], model_id=model_id))
+            s.execute(delete(BatchFaceEmbedding).where(BatchFaceEmbedding.job_id == job_id))
+            job.model_id = model_id
+            job.updated_at = utcnow()
+        return len(ids)

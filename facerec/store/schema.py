@@ -190,6 +190,20 @@ class BatchFace(Base):
     cluster: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
 
 
+class BatchFaceEmbedding(Base):
+    """A face's embedding by another model, staged by `facerec batch reembed` while the job's own embeddings
+    (and every answer made from them) stay in force; the switch copies them over in one transaction.
+    `error`: the face could not be found again in its photo (embedding None)."""
+
+    __tablename__ = "batch_face_embeddings"
+    face_id: Mapped[int] = mapped_column(ForeignKey("batch_faces.id", ondelete="CASCADE"), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("batch_jobs.id", ondelete="CASCADE"), index=True)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class BatchConstraint(Base):
     """A user decision about two faces ("must" / "cannot" be one person) or a face and a name ("not")."""
 
