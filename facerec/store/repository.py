@@ -199,15 +199,18 @@ class Store:
             path = check_sqlite_url(url)
             if path is None or not path.exists():
                 return None
-        store = cls(_create_engine(url, parsed), url)
-        try:
-            with store.session() as s:
-                if not inspect(s.connection()).has_table(DatabaseInfo.__tablename__):
+        engine = _create_engine(url, parsed)
+        try:  # the errors Store.open gives for the same database
+            with engine.connect() as conn:
+                if not inspect(conn).has_table(DatabaseInfo.__tablename__):
                     return None
-                row = s.get(DatabaseInfo, MODEL_KEY)
-                return row.value if row else None
+                return conn.execute(select(DatabaseInfo.value).where(DatabaseInfo.key == MODEL_KEY)).scalar()
+        except DBAPIError as exc:
+            raise DatabaseError(f"cannot use database {redact(url)}: {_first_line(exc)}") from None
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"database {redact(url)}: {_first_line(exc)}") from None
         finally:
-            store.close()
+            engine.dispose()
 
     def _check_schema(self, auto_migrate: bool) -> None:
         try:
