@@ -63,6 +63,16 @@ def test_resolution_reads_the_database_and_creates_nothing(tmp_path, unpinned):
     assert resolve_model(Settings.resolve(db=str(db), model="edgeface_s_gamma05")).model_id == "edgeface_s_gamma05"
 
 
+def test_the_bound_model_is_read_from_postgresql_too(pg_url, unpinned):
+    settings = Settings.resolve(db=pg_url)
+    assert resolve_model(settings).model_id == "sface_2021dec"  # an empty database: no tables yet
+    store = Store.open(pg_url, auto_migrate=True)
+    assert Store.bound_model(pg_url) is None
+    store.bind_model(TEST_MODEL)
+    store.close()
+    assert resolve_model(settings).model_id == TEST_MODEL
+
+
 def test_a_new_database_without_a_model_gets_the_commercial_use_default(tmp_path):
     db = tmp_path / "new.db"
     listed = run_cli("--db", str(db), "list", "--json", env=UNCHOSEN)
