@@ -558,7 +558,7 @@ class FaceRec:
     def check_calibration(self, folder: str | os.PathLike, max_impostors: int = 5_000_000,
                           progress: Callable[[int], None] | None = None,
                           on_total: Callable[[int], None] | None = None,
-                          cache_dir: str | os.PathLike | None = None) -> "CalibrationCheck":
+                          cache_dir: str | os.PathLike | None = None) -> CalibrationCheck:
         """Does the 1:1 threshold in force keep its promise on the user's own labelled photos (a sub-folder
         per person)? FAR over every cross-person pair, FRR over every same-person pair, each with a
         Clopper-Pearson 95 % interval against the FAR and FRR the threshold promised on its own data. Never

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# Tests that are not about choosing a model run on one fixed model: the one their expected values were measured
-# with, and the fastest deep model on CPU (a new database would otherwise get the recommended commercial-use
-# model, about 2x slower). Subprocesses inherit it. The model-choice tests remove it (tests/test_model_choice.py).
+# Tests that are not about choosing a model run on one fixed model, the one their expected values (scores,
+# thresholds, template dimensions) were written for; a new database would otherwise get the recommended
+# commercial-use model. Subprocesses inherit it. The model-choice tests remove it (tests/test_model_choice.py).
 TEST_MODEL = "mobilefacenet"
 os.environ["FACEREC_MODEL"] = TEST_MODEL
 DATA = Path(os.environ.get("FACEREC_DATA", REPO.parent / "shared" / "data"))
