@@ -33,6 +33,12 @@ def people(tmp_path_factory, lfw) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory) -> Path:
+    """One aligned-crop cache for the module: detection runs once per photo, not once per test."""
+    return tmp_path_factory.mktemp("crops")
+
+
 def rows(db: Path) -> dict:
     engine = create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
@@ -55,12 +61,12 @@ def test_check_rates_and_verdicts_on_hand_made_counts():
     assert check_rate("FAR", 7, 250, 0.01).ci == pytest.approx((ci.low, ci.high), rel=1e-9)
 
 
-def test_calibrate_check_flags_a_loose_threshold_and_not_the_shipped_one(tmp_path, people):
+def test_calibrate_check_flags_a_loose_threshold_and_not_the_shipped_one(tmp_path, people, crops):
     from facerec.api import FaceRec
     from facerec.models.registry import model_card
     from facerec.store import Store
 
-    db, crops = tmp_path / "f.db", tmp_path / "crops"
+    db = tmp_path / "f.db"
     card = model_card(TEST_MODEL)
     shipped = run_cli("--db", str(db), "calibrate", "check", str(people), "--json", "--crop-cache", str(crops))
     assert shipped.returncode == 0, shipped.stderr
@@ -107,10 +113,10 @@ def test_calibrate_check_flags_a_loose_threshold_and_not_the_shipped_one(tmp_pat
     assert report["far"]["errors"] == shipped_fp and shipped_ci.low <= 1e-3
 
 
-def test_calibration_records_its_domain(tmp_path, people):
+def test_calibration_records_its_domain(tmp_path, people, crops):
     db = tmp_path / "f.db"
     result = run_cli("--db", str(db), "calibrate", "--from-dir", str(people), "--far", "0.01",
-                     "--report", str(tmp_path / "report"), "--crop-cache", str(tmp_path / "crops"))
+                     "--report", str(tmp_path / "report"), "--crop-cache", str(crops))
     assert result.returncode == 0, result.stderr
     engine = create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
@@ -121,7 +127,7 @@ def test_calibration_records_its_domain(tmp_path, people):
     assert (domain["people"], domain["images"]) == (len(PEOPLE), len(PEOPLE) * PHOTOS)
     assert (domain["genuine_pairs"], domain["model"]) == (report["n_genuine"], TEST_MODEL)
     check = json.loads(run_cli("--db", str(db), "calibrate", "check", str(people), "--json",
-                               "--crop-cache", str(tmp_path / "crops")).stdout)
+                               "--crop-cache", str(crops)).stdout)
     assert check["data"]["fingerprint"] == domain["fingerprint"]  # the same photos: the same fingerprint
     assert check["calibration_domain"] == domain
     shown = run_cli("--db", str(db), "calibrate", "show")
