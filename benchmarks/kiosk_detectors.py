@@ -118,7 +118,7 @@ def main() -> None:
     ap.add_argument("--nuaa-n", type=int, default=855, help="NUAA frames, spread evenly over the sorted list")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    pipeline = evaluation_pipeline()
+    pipeline = evaluation_pipeline("mobilefacenet")  # the model its committed results were measured with
     lfw = image_files(args.lfw, recursive=True)
     lfw = lfw[:: max(1, len(lfw) // args.lfw_n)][: args.lfw_n]
     nuaa = image_files(args.nuaa, recursive=True)

@@ -28,8 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from facerec.config import DEFAULT_MODEL_ID, Settings
-from facerec.decisions.calibration import Calibration, calibrate_scores, fpir_threshold, write_report
+from facerec.config import Settings
+from facerec.decisions.calibration import (
+    Calibration,
+    RateCheck,
+    calibrate_scores,
+    check_threshold,
+    fpir_threshold,
+    write_report,
+)
 from facerec.decisions.scorers import Scorer, get_scorer
 from facerec.decisions.thresholds import (
     IDENTIFICATION,
@@ -190,6 +197,30 @@ class CalibrationResult:
 
 
 @dataclass(frozen=True)
+class CalibrationCheck:
+    """`FaceRec.check_calibration`: the threshold in force measured on a folder of the user's own photos."""
+
+    folder: str
+    threshold: float
+    threshold_source: str
+    calibration_domain: dict | None  # the data the threshold was measured on (None: a model default, see source)
+    data: dict  # the checked folder: people, images, pairs, fingerprint
+    far: RateCheck
+    frr: RateCheck
+    genuine_scores: np.ndarray = field(repr=False)
+    impostor_scores: np.ndarray = field(repr=False)
+
+    @property
+    def drifted(self) -> bool:
+        return self.far.drifted or self.frr.drifted
+
+    def to_dict(self) -> dict:
+        return {"folder": self.folder, "drifted": self.drifted, "threshold": self.threshold,
+                "threshold_source": self.threshold_source, "calibration_domain": self.calibration_domain,
+                "data": self.data, "far": asdict(self.far), "frr": asdict(self.frr)}
+
+
+@dataclass(frozen=True)
 class IdentificationCalibration:
     id: int
     threshold: float
@@ -222,8 +253,9 @@ class FaceRec:
         actor: dict | None = None,
         **overrides,
     ) -> None:
-        self.settings = settings or Settings.resolve(**overrides)
-        self.card = model_card(self.settings.model_id)  # validates the id without importing torch
+        self._settings = settings or Settings.resolve(**overrides)
+        # a chosen id is validated now (without torch); an unchosen one is resolved at first use
+        self._card = model_card(self._settings.model_id) if self._settings.model_id else None
         self.audit_policy = AuditPolicy(audit)
         self.actor = actor or process_actor()
         self._pipeline = pipeline
@@ -232,6 +264,20 @@ class FaceRec:
         self._scorer: Scorer | None = None
 
     # --- parts --------------------------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        """This engine's settings, its model resolved (`resolve_model`: reads the database's facts once)."""
+        if self._settings.model_id is None:
+            self._settings = resolve_model(self._settings)
+        return self._settings
+
+    @property
+    def card(self) -> ModelCard:
+        """The embedding model's card: the one this engine decides with."""
+        if self._card is None:
+            self._card = model_card(self.settings.model_id)
+        return self._card
+
     @property
     def store(self) -> Store:
         return self.gallery.store
@@ -494,22 +540,49 @@ class FaceRec:
         """
         from facerec.evaluation.calibration_data import pair_scores_for_calibration
 
-        genuine, impostor, description = pair_scores_for_calibration(
+        data = pair_scores_for_calibration(
             self.pipeline, pairs_file=pairs_file, root=root, from_dir=from_dir, impostors=impostors,
             max_impostors=max_impostors, progress=progress, on_total=on_total, scorer=self.scorer,
             cache_dir=Path(cache_dir) if cache_dir else None,
         )
-        calibration = calibrate_scores(genuine, impostor, self.card.id, description, far=far,
+        calibration = calibrate_scores(data.genuine, data.impostor, self.card.id, data.description, far=far,
                                        scorer=self.scorer.name)
-        report = calibration.to_dict() | {"target_far": far}
+        # the domain (source, counts, people, date, model, fingerprint) travels with the threshold it made
+        report = calibration.to_dict() | {"target_far": far, "domain": data.domain}
         record_id = self.store.save_calibration(
-            self.card.id, VERIFICATION, calibration.scorer, description, calibration.n_genuine,
+            self.card.id, VERIFICATION, calibration.scorer, data.description, calibration.n_genuine,
             calibration.n_impostor, calibration.eer, calibration.threshold, calibration.operating, report,
         )
         self.store.audit(self._entry("calibrate", calibration.operating, threshold=calibration.threshold,
-                                     details={"calibration_id": record_id, "data": description}))
-        written = write_report(calibration, genuine, impostor, Path(report_dir)) if report_dir else []
+                                     details={"calibration_id": record_id, "data": data.description,
+                                              "fingerprint": data.domain["fingerprint"]}))
+        written = write_report(calibration, data.genuine, data.impostor, Path(report_dir)) if report_dir else []
         return CalibrationResult(calibration, written)
+
+    def check_calibration(self, folder: str | os.PathLike, max_impostors: int = 5_000_000,
+                          progress: Callable[[int], None] | None = None,
+                          on_total: Callable[[int], None] | None = None,
+                          cache_dir: str | os.PathLike | None = None) -> CalibrationCheck:
+        """Does the 1:1 threshold in force keep its promise on the user's own labelled photos (a sub-folder
+        per person)? FAR over every cross-person pair, FRR over every same-person pair, each with a
+        Clopper-Pearson 95 % interval against the FAR and FRR the threshold promised on its own data. Never
+        calibrates: the only write is one audit event."""
+        from facerec.evaluation.calibration_data import pair_scores_for_calibration
+
+        person_folders(folder)
+        point = self.operating_point(VERIFICATION)
+        data = pair_scores_for_calibration(self.pipeline, from_dir=folder, max_impostors=max_impostors,
+                                           progress=progress, on_total=on_total, scorer=self.scorer,
+                                           cache_dir=Path(cache_dir) if cache_dir else None)
+        far, frr = check_threshold(data.genuine, data.impostor, point.threshold, point.promised_far,
+                                   point.promised_frr)
+        result = CalibrationCheck(str(folder), point.threshold, point.source, point.domain, data.domain, far, frr,
+                                  data.genuine, data.impostor)
+        self.store.audit(self._entry(
+            "calibration_check", "drifted" if result.drifted else "consistent", threshold=point.threshold,
+            details={"folder": str(folder), "fingerprint": data.domain["fingerprint"],
+                     "far": [far.errors, far.pairs, far.promised], "frr": [frr.errors, frr.pairs, frr.promised]}))
+        return result
 
     def calibrate_identification(self, unknowns: str | os.PathLike, fpir: float = 0.01) -> IdentificationCalibration:
         """Open-set threshold for this gallery: photos of people who are NOT enrolled are searched, and the
@@ -826,6 +899,23 @@ def models() -> list[ModelCard]:
     return [model_card(m) for m in available_models()]
 
 
+def resolve_model(settings: Settings) -> Settings:
+    """The one rule for which model an engine runs when `settings.model_id` is None (no --model,
+    FACEREC_MODEL or Settings.model_id): the model the database is bound to (its facts table; an upgrade
+    never changes an existing database's model), else, for a new database, `new_database_model()`. A chosen
+    model is kept as chosen: opening a database bound to another one is then refused (Store.bind_model)."""
+    if settings.model_id:
+        return settings
+    return settings.with_(model_id=Store.bound_model(settings.db_url) or new_database_model())
+
+
+def new_database_model() -> str:
+    """The model a new database gets when none is chosen (facerec/data/model_defaults.json, `new_database`)."""
+    from facerec.models.defaults import new_database_model as chosen
+
+    return chosen()
+
+
 def model_roles() -> dict[str, str]:
     """model id -> its recommended role ("most_accurate", "commercial_use"), from facerec/data/model_defaults.json."""
     from facerec.models.defaults import recommended_models
@@ -871,9 +961,11 @@ def scorer_for(name: str, model_id: str) -> Scorer:
     return get_scorer(name, model_id)
 
 
-def evaluation_pipeline(model: str | None = None, flip_fusion: bool | None = None) -> FacePipeline:
-    """A pipeline with the configured detector settings, for evaluation runs (no database needed)."""
-    s = Settings.resolve(model=model)
+def evaluation_pipeline(model: str | None = None, flip_fusion: bool | None = None,
+                        db: str | None = None) -> FacePipeline:
+    """A pipeline with the configured detector settings, for evaluation runs; no model chosen: the one the
+    configured database (`db`, FACEREC_DB) uses or would get (`resolve_model`), never created here."""
+    s = resolve_model(Settings.resolve(model=model, db=db))
     return FacePipeline(get_model(s.model_id), min_score=s.min_face_score, min_size=s.min_face_size,
                         flip_fusion=flip_fusion, max_pixels=s.max_pixels, torch_threads=s.torch_threads)
 
@@ -941,10 +1033,11 @@ class _EnrollBatch:
 
 __all__ = [
     "AuditPolicy", "Candidate", "Comparison", "KeyInfo", "KeyRing", "SubjectVerification", "UploadEnrollResult",
-    "CalibrationResult", "EnrollResult", "EraseResult", "FaceInfo", "FaceRec", "IdentifiedFace", "generate_key",
+    "CalibrationCheck", "CalibrationResult", "EnrollResult", "EraseResult", "FaceInfo", "FaceRec", "IdentifiedFace", "generate_key",
     "register_eraser",
     "IdentificationCalibration", "IdentifyResult", "IndexStatus", "Match", "RemoveResult", "Settings",
-    "liveness_models", "plot_liveness_roc", "remove_index_files", "model_roles", "DEFAULT_MODEL_ID",
+    "liveness_models", "plot_liveness_roc", "remove_index_files", "model_roles", "new_database_model",
+    "resolve_model",
     "VerifyResult", "evaluation_pipeline", "models", "person_folders", "redacted_url", "scorer_for",
     "upgrade_database", "UNKNOWN",
 ]

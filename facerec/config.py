@@ -3,7 +3,8 @@
 FACEREC_HOME    folder for the default database and index files (default: ~/.local/share/facerec)
 FACEREC_DB      SQLAlchemy URL of the enrollment database (default: sqlite:///$FACEREC_HOME/facerec.db)
 FACEREC_INDEX   path of the FAISS index file (default: beside a SQLite file, else under $FACEREC_HOME)
-FACEREC_MODEL   embedding model id (default: the shipped default model)
+FACEREC_MODEL   embedding model id (default: an existing database's own model; a new database gets the
+                recommended commercial-use model of facerec/data/model_defaults.json: facerec.api.resolve_model)
 FACEREC_INDEX_KIND  flat (default, exact) | auto (by gallery size and hardware) | hnsw | ivf | ivfsq8 | ivfpq | torch | torchivf
 FACEREC_SCORER  cosine | learned | chi2: how two templates are compared (default: cosine)
 FACEREC_MIN_FACE_SCORE / FACEREC_MIN_FACE_SIZE  detector filters (default 0.9 / 20 px)
@@ -26,8 +27,6 @@ from pathlib import Path
 from facerec.errors import DatabaseError, FacerecError
 from facerec.io.images import FACE_MAX_PIXELS
 
-# Chosen on LFW View 1 DevTest (MODEL_CARD.md): AUC 0.99906 / EER 0.8 % against dlib_resnet29's 0.99889 / 1.2 %.
-DEFAULT_MODEL_ID = "mobilefacenet"
 DEFAULT_MIN_FACE_SCORE = 0.9
 DEFAULT_MIN_FACE_SIZE = 20
 
@@ -56,7 +55,7 @@ def default_home() -> Path:
 class Settings:
     db_url: str
     index_path: Path
-    model_id: str = DEFAULT_MODEL_ID
+    model_id: str | None = None  # None: not chosen; the engine resolves it (facerec.api.resolve_model)
     index_kind: str = "flat"
     scorer: str = "cosine"
     min_face_score: float = DEFAULT_MIN_FACE_SCORE
@@ -87,7 +86,7 @@ class Settings:
         return cls(
             db_url=db_url,
             index_path=resolved_index,
-            model_id=model or os.environ.get("FACEREC_MODEL") or DEFAULT_MODEL_ID,
+            model_id=model or os.environ.get("FACEREC_MODEL") or None,
             index_kind=index_kind or os.environ.get("FACEREC_INDEX_KIND") or "flat",
             scorer=scorer or os.environ.get("FACEREC_SCORER") or "cosine",
             min_face_score=min_face_score

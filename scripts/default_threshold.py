@@ -80,6 +80,7 @@ def main() -> None:
             f"{eer_threshold:.4f}); scripts/default_threshold.py"
         )
         card.setdefault("extra", {})["default_threshold_far"] = TARGET_FAR
+        card["extra"]["default_threshold_frr"] = round(float(point.frr), 4)  # what `calibrate check` compares
         card["extra"]["thresholds_at_far"] = strict
         card["extra"]["thresholds_at_far_provenance"] = (
             f"LFW View 1 DevTrain, {len(impostor):,} impostor pairs (FAR 1e-6 = the strictest point it resolves); "

@@ -15,6 +15,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests that are not about choosing a model run on one fixed model, the one their expected values (scores,
+# thresholds, template dimensions) were written for; a new database would otherwise get the recommended
+# commercial-use model. Subprocesses inherit it. The model-choice tests remove it (tests/test_model_choice.py).
+TEST_MODEL = "mobilefacenet"
+os.environ["FACEREC_MODEL"] = TEST_MODEL
 DATA = Path(os.environ.get("FACEREC_DATA", REPO.parent / "shared" / "data"))
 IN_CI = os.environ.get("CI") == "true"
 

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import lfw_image, run_cli
+from conftest import TEST_MODEL, lfw_image, run_cli
 from facerec.decisions.calibration import calibrate_scores, fpir_threshold
 
 
@@ -72,9 +72,7 @@ def test_stored_calibration_decides_verify(tmp_path, lfw, small_gallery):
     # a stricter stored calibration changes the decision: the same probe is now refused (exit 1)
     from facerec.store import Store
 
-    from facerec.config import DEFAULT_MODEL_ID
-
-    Store.open(f"sqlite:///{db}").save_calibration(DEFAULT_MODEL_ID, "verification", "cosine", "strict test", 1, 1,
+    Store.open(f"sqlite:///{db}").save_calibration(TEST_MODEL, "verification", "cosine", "strict test", 1, 1,
                                                    None, 0.9999, "far=1e-9", {})
     strict = run_cli("--db", db, "verify", "Tony Blair", probe, "--json")
     assert strict.returncode == 1 and json.loads(strict.stdout)["threshold"] == pytest.approx(0.9999)

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import create_engine, text
 
-from conftest import REPO, lfw_image, run_cli
+from conftest import REPO, TEST_MODEL, lfw_image, run_cli
 
 PEOPLE = ["Colin_Powell", "Tony_Blair", "George_W_Bush", "Donald_Rumsfeld", "Gerhard_Schroeder",
           "Ariel_Sharon", "Hugo_Chavez", "Junichiro_Koizumi"]
@@ -57,19 +57,17 @@ def run_unprivileged(*args: str) -> subprocess.CompletedProcess:
 
 
 def _dim() -> int:
-    from facerec.config import DEFAULT_MODEL_ID
     from facerec.models.registry import model_card
 
-    return model_card(DEFAULT_MODEL_ID).embedding_dim
+    return model_card(TEST_MODEL).embedding_dim
 
 
 def synthetic_gallery(url: str, names=("Tony Blair",), per_person: int = 2, seed: int = 0, cipher=None):
-    """A gallery of random unit templates under the default model, written through the store (no torch)."""
-    from facerec.config import DEFAULT_MODEL_ID
+    """A gallery of random unit templates under the tests' model, written through the store (no torch)."""
     from facerec.models.registry import model_card
     from facerec.store import AuditEntry, NewTemplate, Store
 
-    card = model_card(DEFAULT_MODEL_ID)
+    card = model_card(TEST_MODEL)
     rng = np.random.default_rng(seed)
     store = Store.open(url, auto_migrate=True, cipher=cipher)
     store.bind_model(card.id)

@@ -49,6 +49,8 @@ app.add_typer(index_app, name="index")
 app.add_typer(db_app, name="db")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(liveness_app, name="liveness")
+calibrate_app = typer.Typer(invoke_without_command=True)
+app.add_typer(calibrate_app, name="calibrate")
 app.add_typer(serve_app, name="serve")
 app.command("kiosk")(kiosk_command)
 app.add_typer(__import__("facerec.cli.batch", fromlist=["app"]).app, name="batch")
@@ -288,12 +290,16 @@ def remove(name: Annotated[str, typer.Argument(help="An enrolled person.")],
 @app.command()
 def models(as_json: JsonFlag = False) -> None:
     """List the shipped embedding models with their input, accuracy, licences and which two are recommended
-    (the most accurate, and the most accurate whose weights allow commercial use; --model ID picks one)."""
-    from facerec.api import DEFAULT_MODEL_ID, model_roles, models as model_cards
+    (the most accurate, and the most accurate whose weights allow commercial use; --model ID picks one).
+
+    Without --model an existing database keeps the model it was made for; a new database gets the
+    recommended commercial-use model (marked "new databases")."""
+    from facerec.api import model_roles, models as model_cards, new_database_model
 
     cards = model_cards()
     roles = model_roles()
-    rows = [{"id": c.id, "recommended": roles.get(c.id, ""), "default": c.id == DEFAULT_MODEL_ID,
+    default = new_database_model()
+    rows = [{"id": c.id, "recommended": roles.get(c.id, ""), "default": c.id == default,
              "embedding_dim": c.embedding_dim, "input": f"{c.template.width}x{c.template.height}",
              "lfw_view2_accuracy": c.extra.get("lfw_view2_accuracy", ""), "lfw_accuracy_declared": c.lfw_accuracy,
              "weights_licence": c.weights_licence, "training_data_licence": c.training_data_licence,
@@ -305,10 +311,15 @@ def models(as_json: JsonFlag = False) -> None:
     for col in ("id", "recommended", "dim", "input", "LFW View 2 (facerec)", "commercial use"):
         table.add_column(col)
     for r in rows:
-        name = r["id"] + (" (default)" if r["default"] else "")
+        name = r["id"] + (" (new databases)" if r["default"] else "")
         table.add_row(name, r["recommended"].replace("_", " "), str(r["embedding_dim"]), r["input"],
                       r["lfw_view2_accuracy"], r["commercial_use"])
     out.print(table)
+    most = next((r["id"] for r in rows if r["recommended"] == "most_accurate"), None)
+    out.print(f"A new database gets {default} (weights allow commercial use) unless you choose: "
+              f"--model {most} (or FACEREC_MODEL={most}) is the most accurate, non-commercial only. An existing "
+              f"database always keeps the model it was made for; another model means re-enrolling into a new "
+              f"database.", markup=False)
 
 
 @index_app.command("rebuild")
@@ -365,7 +376,7 @@ def evaluate_pairs(
         chosen = read_pairs(pairs, root)
         if folds is not None:
             chosen = [p for p in chosen if p.fold < folds]
-        pipeline = evaluation_pipeline(model=state.model, flip_fusion=flip)
+        pipeline = evaluation_pipeline(model=state.model, flip_fusion=flip, db=state.db)
         scorer = scorer_for(state.scorer or "cosine", pipeline.model.id)
         images = len({q for p in chosen for q in (p.path_a, p.path_b)})
         with _progress("embedding", as_json) as progress:
@@ -408,7 +419,7 @@ def evaluate_ident(
         from facerec.api import evaluation_pipeline
         from facerec.evaluation.identification import evaluate_identification
 
-        pipeline = evaluation_pipeline(model=state.model, flip_fusion=flip)
+        pipeline = evaluation_pipeline(model=state.model, flip_fusion=flip, db=state.db)
         with _progress("embedding", as_json) as progress:
             task = progress.add_task("images", total=None)
             report = evaluate_identification(pipeline, root, unknown_fraction, gallery_images, seed,
@@ -425,8 +436,9 @@ def evaluate_ident(
     _print_metrics(f"1:K on {root}: {report.identities_known} enrolled, {report.identities_unknown} unknown", rows)
 
 
-@app.command()
+@calibrate_app.callback()
 def calibrate(
+    ctx: typer.Context,
     pairs: Annotated[Optional[Path], typer.Option("--pairs", help="LFW-format pairs file (e.g. pairsDevTrain.txt).")] = None,
     root: Annotated[Optional[Path], typer.Option("--root", help="Image folder of the pairs file (default: its folder).")] = None,
     from_dir: Annotated[Optional[Path], typer.Option("--from-dir", help="A folder per identity: all genuine pairs, sampled impostors.")] = None,
@@ -439,9 +451,13 @@ def calibrate(
 ) -> None:
     """Measure ROC/EER of the current model and pipeline, store the operating point, and put it in force.
 
-    verify, identify and enrollment's duplicate check then use it (and report it with every decision).
+    verify, identify and enrollment's duplicate check then use it (and report it with every decision, with
+    the data it was measured on). `calibrate show`: the threshold in force and its data; `calibrate check
+    FOLDER`: does it hold on your own photos?
     [b]Example[/b]: facerec calibrate --pairs ../shared/data/faces/lfw/pairsDevTrain.txt --far 1e-3
     """
+    if ctx.invoked_subcommand is not None:
+        return
     with _command(as_json):
         fr = _engine()
         with _progress("embedding", as_json) as progress:
@@ -467,6 +483,66 @@ def calibrate(
               f"threshold {calibration.threshold:.4f}; report in {report}/", markup=False)
     for note in calibration.notes:
         err.print(f"warning: {note}", markup=False)
+
+
+@calibrate_app.command("show")
+def calibrate_show(as_json: JsonFlag = False) -> None:
+    """The thresholds in force (1:1 and 1:K), where each comes from and the data it was measured on."""
+    with _command(as_json):
+        status = _engine().calibration_status()
+    if as_json:
+        _print_json(status)
+        return
+    out.print(f"model {status['model']['id']}, scorer {status['scorer']}", markup=False)
+    for kind in ("verification", "identification"):
+        point = status[kind]
+        promise = ", ".join(f"{name} {point[key]:.4g}" for name, key in (("FAR", "promised_far"), ("FRR", "promised_frr"))
+                            if point[key] is not None)
+        out.print(f"{kind}: threshold {point['threshold']:.4f}" + (f" (promised {promise})" if promise else ""),
+                  markup=False)
+        out.print(f"  from {point['source']}", markup=False, soft_wrap=True)
+
+
+@calibrate_app.command("check")
+def calibrate_check(
+    folder: Annotated[Path, typer.Argument(help="Your own labelled photos: a sub-folder per person (as for enroll --from-dir).")],
+    crop_cache: Annotated[Optional[Path], typer.Option("--crop-cache", help="Keep aligned crops here for later runs.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Measure FAR and FRR of the 1:1 threshold IN FORCE on your own photos and compare them with what it
+    promised (never calibrates; writes only an audit event).
+
+    Genuine pairs: every two photos of one person; impostor pairs: every two photos of different people.
+    Each rate gets a Clopper-Pearson 95 % interval; it has drifted when the whole interval lies above the
+    promise. Exit codes: 0 consistent, 1 drifted (a warning on stderr: calibrate on data like yours),
+    2 bad input.
+    """
+    with _command(as_json):
+        fr = _engine()
+        with _progress("embedding", as_json) as progress:
+            task = progress.add_task("images", total=None)
+            result = fr.check_calibration(folder, progress=lambda n: progress.advance(task, n),
+                                          on_total=lambda n: progress.update(task, total=n), cache_dir=crop_cache)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        data = result.data
+        table = Table(title=f"threshold {result.threshold:.4f} on {folder}: {data['people']} people, "
+                            f"{data['images']} photos ({data['images_without_face']} without a face)")
+        for col in ("rate", "promised", "measured", "95% CI", "errors / pairs", "verdict"):
+            table.add_column(col)
+        for r in (result.far, result.frr):
+            table.add_row(r.rate_name, "—" if r.promised is None else f"{r.promised:.2g}", f"{r.rate:.2g}",
+                          f"{r.ci[0]:.2g}–{r.ci[1]:.2g}", f"{r.errors:,} / {r.pairs:,}", r.verdict)
+        out.print(table)
+        out.print(f"threshold from {result.threshold_source}", markup=False, soft_wrap=True)
+        out.print(f"your data's fingerprint: {data['fingerprint'][:12]}", markup=False)
+    if result.drifted:
+        rates = " and ".join(f"{r.rate_name} {r.rate:.2g} (95% CI from {r.ci[0]:.2g}) above the promised "
+                             f"{r.promised:.2g}" for r in (result.far, result.frr) if r.drifted)
+        err.print(f"warning: the threshold in force has drifted on {folder}: {rates}; calibrate on data like "
+                  f"yours (`facerec calibrate --from-dir ...`)", markup=False, soft_wrap=True)
+        raise typer.Exit(EXIT_NO_MATCH)
 
 
 @app.command("calibrate-identification")

@@ -52,8 +52,8 @@ def serve(
             from facerec.service.config import ServiceOptions
         except ImportError as exc:
             raise main.UsageError(f"the HTTP service needs its extra: pip install 'facerec[service]' ({exc})")
-        settings = main._settings()
         engine = main._engine()
+        settings = engine.settings  # its model resolved: every worker runs the database's model
         keys = engine.keys.list()  # fails here, clearly, when the database is unreachable or not migrated
         if not keys:
             main.err.print("warning: no API keys yet: every request will be refused until one is created with "

@@ -160,3 +160,47 @@ def summary_markdown(c: Calibration) -> str:
                      f"{p.far:.2e}{flag} | {p.frr:.4f} |")
     lines += ["", *(f"- note: {n}" for n in c.notes), "", "![ROC](roc.png) ![DET](det.png)", ""]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RateCheck:
+    """A measured error rate at the threshold in force against what that threshold promised.
+
+    verdict: "drifted" (the interval lies wholly above the promise), "confirmed" (wholly at or below it),
+    "consistent" (it contains the promise: these pairs can neither confirm nor refute it) or "not promised".
+    """
+
+    rate_name: str  # "FAR" or "FRR"
+    errors: int  # impostor pairs accepted (FAR) or genuine pairs rejected (FRR)
+    pairs: int
+    rate: float
+    ci: tuple[float, float]  # Clopper-Pearson 95 %
+    promised: float | None
+    verdict: str
+
+    @property
+    def drifted(self) -> bool:
+        return self.verdict == "drifted"
+
+
+def check_rate(rate_name: str, errors: int, pairs: int, promised: float | None, alpha: float = 0.05) -> RateCheck:
+    low, high = metrics.clopper_pearson(errors, pairs, alpha)
+    if promised is None:
+        verdict = "not promised"
+    elif low > promised:
+        verdict = "drifted"
+    elif high <= promised:
+        verdict = "confirmed"
+    else:
+        verdict = "consistent"
+    return RateCheck(rate_name, errors, pairs, errors / pairs, (low, high), promised, verdict)
+
+
+def check_threshold(genuine: np.ndarray, impostor: np.ndarray, threshold: float, promised_far: float | None,
+                    promised_frr: float | None) -> tuple[RateCheck, RateCheck]:
+    """FAR and FRR of `score >= threshold` (the decision rule of verify) on these pairs, each against its
+    promise; a warning is due when either drifted."""
+    false_accepts = int(np.count_nonzero(np.asarray(impostor) >= threshold))
+    false_rejects = int(np.count_nonzero(np.asarray(genuine) < threshold))
+    return (check_rate("FAR", false_accepts, int(np.size(impostor)), promised_far),
+            check_rate("FRR", false_rejects, int(np.size(genuine)), promised_frr))

@@ -241,3 +241,16 @@ def bootstrap_ci(
 def det_points(roc: RocCurve) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(FAR, FRR) along the curve, for a DET plot."""
     return roc.far, roc.frr
+
+
+def clopper_pearson(errors: int, trials: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) 1 - alpha interval of a rate seen as `errors` of `trials`: never narrower than
+    the binomial allows, so a lower bound above a promised rate is evidence, not noise. Pairs that share a
+    photo are not independent; the interval treats them as if they were (it is too narrow, if anything)."""
+    if trials < 1 or not 0 <= errors <= trials:
+        raise ValueError(f"need 0 <= errors <= trials and trials >= 1 (got {errors}, {trials})")
+    from scipy.stats import beta
+
+    low = 0.0 if errors == 0 else float(beta.ppf(alpha / 2.0, errors, trials - errors + 1))
+    high = 1.0 if errors == trials else float(beta.ppf(1.0 - alpha / 2.0, errors + 1, trials - errors))
+    return low, high

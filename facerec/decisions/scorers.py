@@ -290,6 +290,7 @@ def default_threshold(scorer: Scorer, card: ModelCard) -> DecisionThreshold:
             threshold=scorer.default_threshold,
             source=f"default of verifier {scorer.id}: {scorer.card.get('threshold_provenance', '')}",
             target_far=scorer.card.get("default_threshold_far"),
+            promised_far=scorer.card.get("default_threshold_far"),
         )
     if scorer.name == "chi2" and "chi2_default_threshold" in card.extra:
         return DecisionThreshold(
@@ -297,6 +298,7 @@ def default_threshold(scorer: Scorer, card: ModelCard) -> DecisionThreshold:
             source=f"default of model {card.id} for -chi-square: FAR {card.extra.get('default_threshold_far')} on "
                    "its validation pairs",
             target_far=card.extra.get("default_threshold_far"),
+            promised_far=card.extra.get("default_threshold_far"),
         )
     raise ModelError(f"model {card.id} declares no default threshold for the {scorer.name!r} scorer: calibrate first")
 

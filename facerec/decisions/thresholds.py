@@ -20,6 +20,10 @@ class DecisionThreshold:
     threshold: float  # similarity: accept when score >= threshold
     source: str  # where it comes from, reported with every decision
     target_far: float | None = None
+    # what it promised on the data it was measured on (`facerec calibrate check` compares a user's own photos)
+    promised_far: float | None = None  # the target FAR, or the EER of an EER-operating calibration
+    promised_frr: float | None = None  # the FRR measured at this threshold there
+    domain: dict | None = None  # that data (stored calibrations: facerec.evaluation.calibration_data)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -30,6 +34,8 @@ def model_default(card: ModelCard) -> DecisionThreshold:
         threshold=card.default_threshold,
         source=f"default of model {card.id}: {card.threshold_provenance}",
         target_far=card.extra.get("default_threshold_far"),
+        promised_far=card.extra.get("default_threshold_far"),
+        promised_frr=card.extra.get("default_threshold_frr"),
     )
 
 
@@ -41,17 +47,38 @@ def resolve_threshold(store, card: ModelCard, kind: str = VERIFICATION, scorer: 
         record = store.active_calibration(card.id, k, scorer)
         if record is not None:
             report = record["report"]
+            domain = report.get("domain")
+            promised_far, promised_frr = _promise(report)
             return DecisionThreshold(
                 threshold=float(record["threshold"]),
                 source=f"calibration #{record['id']} ({k}, {record['operating']}, {record['created_at']}): "
-                       f"{record['data']}",
-                target_far=report.get("target_far"),
+                       f"{record['data']}" + (f"; {domain_summary(domain)}" if domain else ""),
+                target_far=report.get("target_far"), promised_far=promised_far, promised_frr=promised_frr,
+                domain=domain,
             )
     if scorer == "cosine":
         return model_default(card)
     from facerec.decisions.scorers import default_threshold, get_scorer  # lazy: scorers imports this module
 
     return default_threshold(get_scorer(scorer, card.id), card)
+
+
+def _promise(report: dict) -> tuple[float | None, float | None]:
+    """(FAR, FRR) a stored verification calibration measured at its operating point; (None, None) when the
+    report does not say (identification calibrations, hand-written records)."""
+    target = report.get("target_far")
+    if target is None:
+        eer = report.get("eer")
+        return (eer, eer) if report.get("operating") == "eer" and eer is not None else (None, None)
+    point = next((p for p in report.get("points", []) if abs(p["target_far"] - target) <= 1e-12), None)
+    return target, (point["frr"] if point else None)
+
+
+def domain_summary(domain: dict) -> str:
+    """One line naming the data a calibration was measured on."""
+    return (f"measured on {domain['source']} {domain['path']} ({domain['people']} people, {domain['images']} images; "
+            f"{domain['genuine_pairs']:,} genuine / {domain['impostor_pairs']:,} impostor pairs) on "
+            f"{domain['measured_at'][:10]} with {domain['model']}, data fingerprint {domain['fingerprint'][:12]}")
 
 
 # The share of genuinely new people that enrollment's duplicate check may wrongly refuse.

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +44,27 @@ def _listed_scores(pairs: list[tuple[Path, Path]], embeddings: dict[Path, np.nda
     return scorer.score(np.stack([embeddings[a] for a, _ in kept]), np.stack([embeddings[b] for _, b in kept]))
 
 
+@dataclass(frozen=True)
+class CalibrationData:
+    """Genuine and impostor scores, a one-line description, and the domain they come from: what a stored
+    calibration records so that its threshold names the data it was measured on."""
+
+    genuine: np.ndarray
+    impostor: np.ndarray
+    description: str
+    domain: dict
+
+
+def fingerprint(paths: list[Path], root: Path) -> str:
+    """SHA-256 of the image list (paths relative to `root`, with their sizes): the same photos give the same
+    fingerprint wherever they are mounted; an added, removed or changed photo gives another."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        rel = path.relative_to(root) if path.is_relative_to(root) else path
+        digest.update(f"{rel.as_posix()}\t{path.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
 def pair_scores_for_calibration(
     pipeline: FacePipeline,
     pairs_file: str | os.PathLike | None = None,
@@ -52,8 +76,8 @@ def pair_scores_for_calibration(
     on_total: Callable[[int], None] | None = None,
     scorer: Scorer | None = None,
     cache_dir: Path | None = None,
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """(genuine scores, impostor scores, a description of the data). Images without a face are left out."""
+) -> CalibrationData:
+    """Scores of the pairs, with the description and domain of the data. Images without a face are left out."""
     if (pairs_file is None) == (from_dir is None):
         raise InputPathError("give either a pairs file (--pairs) or a folder per identity (--from-dir)")
     if impostors not in ("all", "listed"):
@@ -69,6 +93,9 @@ def pair_scores_for_calibration(
         genuine_pairs = [(p.path_a, p.path_b) for p in pairs if p.same]
         listed_impostors = [(p.path_a, p.path_b) for p in pairs if not p.same]
         source = f"{Path(pairs_file).name} ({len(pairs)} listed pairs)"
+        kind_of_source, origin = "pairs file", Path(pairs_file).resolve()
+        data_root = Path(root).resolve() if root else origin.parent
+        people = len({p.parent.name for p in paths})
     else:
         root_dir = Path(from_dir)
         if not root_dir.is_dir():
@@ -80,6 +107,8 @@ def pair_scores_for_calibration(
         listed_impostors = []
         impostors = "all"
         source = f"{root_dir} ({len(folders)} identities, {len(paths)} images)"
+        kind_of_source, origin = "folder", root_dir.resolve()
+        data_root, people = origin, len(folders)
     if on_total is not None:
         on_total(len(paths))
     scorer = scorer or CosineScorer()
@@ -96,4 +125,10 @@ def pair_scores_for_calibration(
         raise InputPathError("calibration needs both genuine and impostor pairs with detectable faces")
     description = (f"{source}; genuine: {genuine.size:,} pairs; impostor: {impostor.size:,} {kind}; "
                    f"{len(embedded.failed)} images without a face left out; pipeline {pipeline.model.id}, scorer {scorer.name}")
-    return genuine, impostor, description
+    domain = {"source": kind_of_source, "path": str(origin), "people": people, "images": len(paths),
+              "images_without_face": len(embedded.failed), "genuine_pairs": int(genuine.size),
+              "impostor_pairs": int(impostor.size), "impostors": kind,
+              "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "model": pipeline.model.id, "scorer": scorer.name,
+              "fingerprint": fingerprint([Path(p).resolve() for p in paths], data_root)}
+    return CalibrationData(genuine, impostor, description, domain)

@@ -2,7 +2,8 @@
 
 Why two: the most accurate weights are non-commercial, so a user must choose knowingly between accuracy and
 terms that allow commercial use; the file says which model is which, on what data it was measured and where
-the raw results are. Nothing here loads a model.
+the raw results are, and which of the two a new database gets when nobody chose (`new_database`). Nothing
+here loads a model.
 """
 
 from __future__ import annotations
@@ -33,3 +34,12 @@ def recommended_models(path: Path = DEFAULTS_FILE) -> dict[str, dict]:
 def roles_of(model_id: str, path: Path = DEFAULTS_FILE) -> list[str]:
     """The roles (`most_accurate`, `commercial_use`) a model holds; empty for the others."""
     return [role for role, entry in recommended_models(path).items() if entry["model"] == model_id]
+
+
+def new_database_model(path: Path = DEFAULTS_FILE) -> str:
+    """The model a new database gets when none is chosen: the recommended model of the file's
+    `new_database.role` (an existing database keeps the model it was made for: facerec.api.resolve_model)."""
+    role = (json.loads(Path(path).read_text()).get("new_database") or {}).get("role")
+    if role not in ROLES:
+        raise ModelError(f"{Path(path).name}: 'new_database.role' must be one of {', '.join(ROLES)} (got {role!r})")
+    return recommended_models(path)[role]["model"]

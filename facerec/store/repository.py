@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy import create_engine, delete, event, func, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -138,6 +138,28 @@ def check_sqlite_url(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def _parse_url(url: str) -> URL:
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise DatabaseError(f"not a database URL: {redact(url)!r} (expected e.g. sqlite:///facerec.db)") from None
+
+
+def _create_engine(url: str, parsed: URL) -> Engine:
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    try:
+        # hide_parameters: an error must never print statement parameters (embedding bytes)
+        kwargs = {"connect_args": {"timeout": 30}} if is_sqlite else {"pool_pre_ping": True}
+        if not is_sqlite and parsed.get_backend_name() == "postgresql":
+            kwargs["connect_args"] = {"connect_timeout": 10}
+        engine = create_engine(url, hide_parameters=True, **kwargs)
+    except (NoSuchModuleError, ArgumentError, ImportError) as exc:
+        raise DatabaseError(f"unsupported database URL {redact(url)!r}: {_first_line(exc)}") from None
+    if is_sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
 class Store:
     """Open with `Store.open(url)`; SQLite files are created (owner-only) and migrated on first use.
 
@@ -156,10 +178,7 @@ class Store:
     # --- opening ---------------------------------------------------------------------------------
     @classmethod
     def open(cls, url: str, auto_migrate: bool | None = None, cipher: TemplateCipher | None = None) -> "Store":
-        try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise DatabaseError(f"not a database URL: {redact(url)!r} (expected e.g. sqlite:///facerec.db)") from None
+        parsed = _parse_url(url)
         is_sqlite = parsed.get_backend_name() == "sqlite"
         if auto_migrate is None:
             auto_migrate = is_sqlite
@@ -167,19 +186,31 @@ class Store:
             path = check_sqlite_url(url)
             if path is not None:
                 _create_sqlite_file(path)
-        try:
-            # hide_parameters: an error must never print statement parameters (embedding bytes)
-            kwargs = {"connect_args": {"timeout": 30}} if is_sqlite else {"pool_pre_ping": True}
-            if not is_sqlite and parsed.get_backend_name() == "postgresql":
-                kwargs["connect_args"] = {"connect_timeout": 10}
-            engine = create_engine(url, hide_parameters=True, **kwargs)
-        except (NoSuchModuleError, ArgumentError, ImportError) as exc:
-            raise DatabaseError(f"unsupported database URL {redact(url)!r}: {_first_line(exc)}") from None
-        if is_sqlite:
-            event.listen(engine, "connect", _sqlite_pragmas)
-        store = cls(engine, url, cipher)
+        store = cls(_create_engine(url, parsed), url, cipher)
         store._check_schema(auto_migrate)
         return store
+
+    @classmethod
+    def bound_model(cls, url: str) -> str | None:
+        """The model a database was made for, read from its facts without creating, migrating or binding
+        anything; None when there is no such database yet or nothing has bound it."""
+        parsed = _parse_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            path = check_sqlite_url(url)
+            if path is None or not path.exists():
+                return None
+        engine = _create_engine(url, parsed)
+        try:  # the errors Store.open gives for the same database
+            with engine.connect() as conn:
+                if not inspect(conn).has_table(DatabaseInfo.__tablename__):
+                    return None
+                return conn.execute(select(DatabaseInfo.value).where(DatabaseInfo.key == MODEL_KEY)).scalar()
+        except DBAPIError as exc:
+            raise DatabaseError(f"cannot use database {redact(url)}: {_first_line(exc)}") from None
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"database {redact(url)}: {_first_line(exc)}") from None
+        finally:
+            engine.dispose()
 
     def _check_schema(self, auto_migrate: bool) -> None:
         try:
