@@ -21,7 +21,7 @@ from facerec.decisions import metrics
 from facerec.decisions.scorers import CosineScorer, Scorer
 from facerec.evaluation.lfw_protocol import Pair, labels_and_folds
 from facerec.face.align import align_face
-from facerec.face.detect import Detection, detect_faces
+from facerec.face.detect import detect_faces
 from facerec.face.pipeline import FacePipeline
 from facerec.face.selection import select_subject
 from facerec.io import load_image

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, Engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"  # inside the package (wheel and checkout)
 # The newest revision in migrations/versions; tests/test_store_index.py checks it against Alembic's head.
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0007"
 
 
 def alembic_config(connection: Connection | None = None):
