@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from conftest import TEST_MODEL, lfw_image, run_cli
-from facerec.api import FaceRec, Settings, new_database_model, resolve_model
+from facerec.api import FaceRec, Settings, models, new_database_model, resolve_model
 from facerec.errors import ModelError
 from facerec.models.defaults import DEFAULTS_FILE, recommended_models
 from facerec.models.defaults import new_database_model as new_model_from
@@ -97,7 +97,9 @@ def test_an_existing_database_keeps_its_model_and_refuses_another(tmp_path, lfw)
     assert found.returncode == 0, found.stderr
     result = json.loads(found.stdout)
     assert result["faces"][0]["name"] == "Tony Blair"
-    assert result["threshold_source"].startswith(f"default of model {TEST_MODEL}:")
+    assert TEST_MODEL in result["threshold_source"]  # one person enrolled: the model's own 1:1 point decides
+    assert result["threshold"] == pytest.approx(next(c for c in models() if c.id == TEST_MODEL).default_threshold,
+                                                abs=1e-4)
     after_identify = facts(db)
     assert after_identify["model_id"] == TEST_MODEL and after_identify["templates"] == 1
 
