@@ -17,6 +17,7 @@ No torch here (import-linter contract).
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
 import os
@@ -66,6 +67,11 @@ class Gallery:
         self._index: "SearchIndex | None" = None
         self._state: GalleryState | None = None
         self._owner: dict[int, str] = {}
+        self._worker: threading.Thread | None = None  # the background rebuild, when one runs
+        self._wrote = False  # this process changed the gallery: it finishes a rebuild before it exits
+        self._defer_saves = False  # the worker is writing a new base: saves wait for its commit
+        self._exit_hook = False
+        self._bulk = False  # a bulk chunk is being indexed: compaction waits for the end of the run
 
     # --- reading ---------------------------------------------------------------------------------
     @property
@@ -131,7 +137,25 @@ class Gallery:
             self.sync()
             ids, _ = self.store.add_templates(name, templates, audit=audit)
             if ids:
+                self._wrote = True
                 self.sync()
+                self._save()
+                self._maintain()
+            return ids
+
+    def add_many(self, entries: list[tuple[str, NewTemplate]], audit: AuditEntry | None = None) -> list[int | None]:
+        """Store one chunk of a bulk enrollment (many people: one transaction, one audit event), index it
+        with one batched add and append it to the index file; returns each entry's new id (None: skipped)."""
+        with self._lock:
+            self.sync()
+            ids, _ = self.store.add_templates_bulk(entries, audit=audit)
+            if any(i is not None for i in ids):
+                self._wrote = True
+                self._bulk = True  # no compaction per chunk (a flat base would be rewritten ~80 times on the
+                try:  # way to 1e6): the caller runs `finish_maintenance` once at the end
+                    self.sync()
+                finally:
+                    self._bulk = False
                 self._save()
             return ids
 
@@ -140,8 +164,10 @@ class Gallery:
         with self._lock:
             self.sync()
             removed, _ = self.store.remove_person(name, audit=audit)
+            self._wrote = True
             self.sync()
             self._save()
+            self._maintain()
             return removed
 
     def rebuild(self) -> int:
@@ -198,9 +224,10 @@ class Gallery:
         if state_after != state:  # a write landed meanwhile: read again, so rows and state agree
             return self._rebuild(state_after)
         self._install(SearchIndex.build(rows.ids, rows.embeddings, self.dim, self.index_kind), state, rows)
-        self._save()
+        self._save(force=True)
 
     def _install(self, index: "SearchIndex", state: GalleryState, rows: TemplateRows) -> None:
+        index.auto_maintain = False  # compaction and retraining run beside the searches (_maintain)
         self._index = index
         self._state = state
         self._owner = dict(zip(rows.ids.tolist(), rows.person_names))
@@ -224,9 +251,12 @@ class Gallery:
             index.add(fresh.ids[new], fresh.embeddings[new])
             self._owner.update((int(fresh.ids[k]), fresh.person_names[k]) for k in new)
         self._state = changes.state
+        self._maintain()
 
-    def _save(self) -> None:
-        if not self.persist:
+    def _save(self, force: bool = False) -> None:
+        """Persist the index; deferred while the worker writes a new base (its commit writes these changes
+        too) unless `force` (a rebuild from the store: it must replace the files, e.g. after an erasure)."""
+        if not self.persist or (self._defer_saves and not force):
             return
         index, state = self._index, self._state
         try:
@@ -235,6 +265,85 @@ class Gallery:
         except (OSError, SearchIndexError) as exc:
             log.warning("cannot write the index %s (%s): searching from memory; it is rebuilt at the next start",
                         self.index_path, getattr(exc, "strerror", None) or exc)
+
+    # --- compaction and retraining beside the searches ------------------------------------------------
+    # Due when the exact tail or the deleted rows pass their thresholds, or the gallery outgrew its plan
+    # (data/index.json). A thread builds the new structure from a snapshot while searches go on against the
+    # old one plus its exact tail, writes its files, then swaps it in under the lock (changes made meanwhile
+    # are carried over) and commits the manifest. Decided for short processes: one that changed the gallery
+    # (enroll, remove, a bulk enrollment) waits for the rebuild before it exits (atexit), so a CLI-only
+    # deployment stays compacted; one that only read (identify, verify) abandons it: nothing is written
+    # before the swap, so its index files stay as they were, and the next writer or long-lived process
+    # redoes it. A crash (SIGKILL) at any point leaves the old manifest and its parts, or the new ones.
+    def _maintain(self) -> None:
+        """Start the background rebuild when due and none runs (call under the lock)."""
+        if self._worker is None and not self._bulk and self._index is not None and self._index.maintenance_due():
+            self._worker = threading.Thread(target=self._rebuild_beside, name="facerec-index-rebuild", daemon=True)
+            self._worker.start()
+            if not self._exit_hook:
+                atexit.register(self._finish_at_exit)
+                self._exit_hook = True
+
+    def _finish_at_exit(self) -> None:
+        if self._wrote:
+            self.finish_maintenance()
+
+    def finish_maintenance(self) -> None:
+        """Wait for a running rebuild; then run any that is due now in this thread (a writer about to exit)."""
+        worker = self._worker
+        if worker is not None:
+            worker.join()
+        with self._lock:
+            if self._worker is None and not self._bulk and self._index is not None and self._index.maintenance_due():
+                self._worker = threading.current_thread()
+            else:
+                return
+        self._rebuild_beside()
+
+    def _rebuild_beside(self) -> None:
+        """The worker: snapshot (locked), build (unlocked), write the new base (unlocked), swap (locked)."""
+        try:
+            while True:
+                with self._lock:
+                    index = self._index
+                    why = index.maintenance_due() if index is not None else None
+                    if why is None:
+                        return
+                    snap = index.snapshot(why)
+                built = index.build_from(snap)
+                with self._lock:
+                    if self._index is not index:  # rebuilt from the store meanwhile: this one is moot
+                        continue
+                    index.install(built)
+                    self._defer_saves = self.persist
+                if self.persist:
+                    self._commit_beside(index)
+        except Exception as exc:  # the old structure still answers; the next change retries
+            log.warning("background index rebuild failed (%s): searching the previous structure", exc)
+        finally:
+            with self._lock:
+                self._worker = None
+                self._defer_saves = False
+
+    def _commit_beside(self, index: "SearchIndex") -> None:
+        """Write the installed base's files without the gallery lock, then its manifest and log under it."""
+        try:
+            with self._file_lock(exclusive=True):
+                tag, files = index.write_parts(self.index_path)
+            with self._lock:
+                self._defer_saves = False
+                if self._index is not index:
+                    return
+                state = self._state
+                with self._file_lock(exclusive=True):
+                    if all((self.index_path.parent / name).exists() for name in files):
+                        index.commit_parts(self.index_path, self._expected_meta(state, index.ntotal, index.kind),
+                                           tag, files)
+                        return
+                self._save()  # another process replaced the files meanwhile: write ours whole
+        except (OSError, SearchIndexError) as exc:
+            log.warning("cannot write the rebuilt index %s (%s): searching from memory; it is rebuilt at the "
+                        "next start", self.index_path, getattr(exc, "strerror", None) or exc)
 
     @contextmanager
     def _file_lock(self, exclusive: bool):
