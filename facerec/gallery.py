@@ -5,7 +5,9 @@ stays true while other processes enroll and remove people: before every search i
 generation and token (one small query) and, when they moved, applies the change log since its own generation
 (`template_changes`), or rebuilds from the store when the log cannot say. So a change made by any process is
 seen by every other process's next decision, and a removed person is never identified after `remove`
-returned. Template id -> person name is cached, so a search costs no per-face SQL.
+returned. Template id -> person name is resolved lazily: the ids a search returns that are not yet cached
+are looked up in one small query and kept (a removal evicts them), so opening a gallery of a million
+templates does not read a million rows, and repeated searches cost no SQL.
 
 The index file is a start-up cache: trusted only when it was built from this database (database id), at the
 store's current generation and token; otherwise it is rebuilt with a warning. Writers keep it current; a
@@ -31,7 +33,7 @@ import numpy as np
 
 from facerec.errors import SearchIndexError
 from facerec.io.files import private_dir
-from facerec.store import AuditEntry, ChangeSet, GalleryState, NewTemplate, Store, TemplateRows
+from facerec.store import AuditEntry, ChangeSet, GalleryState, NewTemplate, Store
 
 if TYPE_CHECKING:  # faiss is imported on the first search, not for a `verify` or a `list`
     from facerec.index import IndexMeta, SearchIndex
@@ -66,7 +68,8 @@ class Gallery:
         self._lock = threading.RLock()
         self._index: "SearchIndex | None" = None
         self._state: GalleryState | None = None
-        self._owner: dict[int, str] = {}
+        self._owner: dict[int, str] = {}  # template id -> person, for the ids searches returned so far
+        self._people: tuple[GalleryState, int] | None = None  # person count at a state
         self._worker: threading.Thread | None = None  # the background rebuild, when one runs
         self._wrote = False  # this process changed the gallery: it finishes a rebuild before it exits
         self._defer_saves = False  # the worker is writing a new base: saves wait for its commit
@@ -79,12 +82,15 @@ class Gallery:
         """Templates in the gallery, as of the last sync."""
         with self._lock:
             self.sync()
-            return len(self._owner)
+            return self._index.ntotal
 
     def person_count(self) -> int:
+        """People with templates of this model (one query per gallery state)."""
         with self._lock:
-            self.sync()
-            return len(set(self._owner.values()))
+            state = self.sync()
+            if self._people is None or self._people[0] != state:
+                self._people = (state, self.store.person_count(self.model_id))
+            return self._people[1]
 
     def sync(self) -> GalleryState:
         """Bring the in-memory index up to the store's state (one query when nothing changed)."""
@@ -107,7 +113,7 @@ class Gallery:
             if self._index.ntotal == 0 or len(queries) == 0:
                 return [[] for _ in range(len(queries))]
             scores, ids = self._index.search(queries, max(top_k * SHORTLIST_PER_PERSON, MIN_SHORTLIST))
-            owner = self._owner
+            owner = self._owners(ids)
         results = []
         for row_scores, row_ids in zip(scores, ids):
             best: dict[str, Match] = {}
@@ -125,10 +131,18 @@ class Gallery:
             if self._index.ntotal == 0:
                 return []
             _, ids = self._index.search(embedding.reshape(1, -1), max(top_k * SHORTLIST_PER_PERSON, MIN_SHORTLIST))
-        return [int(i) for i in ids[0] if i >= 0 and int(i) in self._owner]
+        return [int(i) for i in ids[0] if i >= 0]
 
     def owner_of(self, template_id: int) -> str | None:
-        return self._owner.get(template_id)
+        with self._lock:
+            return self._owners(np.array([template_id])).get(int(template_id))
+
+    def _owners(self, ids: np.ndarray) -> dict[int, str]:
+        """The cache, completed for these ids with one query (call under the lock)."""
+        missing = {int(i) for i in np.unique(ids) if i >= 0 and int(i) not in self._owner}
+        if missing:
+            self._owner.update(self.store.owners(sorted(missing)))
+        return self._owner
 
     # --- writing ---------------------------------------------------------------------------------
     def add(self, name: str, templates: list[NewTemplate], audit: AuditEntry | None = None) -> list[int]:
@@ -201,11 +215,11 @@ class Gallery:
                 with self._file_lock(exclusive=False):
                     index, meta = SearchIndex.load(self.index_path)
                 if meta == self._expected_meta(state, meta.count, meta.built_kind):
-                    rows = self.store.templates(self.model_id, with_embeddings=False)
-                    self._install(index, state, rows)
-                    if len(rows.ids) == index.ntotal:
+                    stored = self.store.template_count(self.model_id)
+                    self._install(index, state)
+                    if stored == index.ntotal:
                         return
-                    problem = f"out of step with the database ({index.ntotal} vectors, {len(rows.ids)} templates)"
+                    problem = f"out of step with the database ({index.ntotal} vectors, {stored} templates)"
                 elif meta.database_id != self.store.database_id():
                     problem = "built from another database"
                 else:
@@ -223,14 +237,15 @@ class Gallery:
         state_after = self.store.state()
         if state_after != state:  # a write landed meanwhile: read again, so rows and state agree
             return self._rebuild(state_after)
-        self._install(SearchIndex.build(rows.ids, rows.embeddings, self.dim, self.index_kind), state, rows)
+        self._install(SearchIndex.build(rows.ids, rows.embeddings, self.dim, self.index_kind), state)
+        self._owner = dict(zip(rows.ids.tolist(), rows.person_names))  # read anyway: keep them
         self._save(force=True)
 
-    def _install(self, index: "SearchIndex", state: GalleryState, rows: TemplateRows) -> None:
+    def _install(self, index: "SearchIndex", state: GalleryState) -> None:
         index.auto_maintain = False  # compaction and retraining run beside the searches (_maintain)
         self._index = index
         self._state = state
-        self._owner = dict(zip(rows.ids.tolist(), rows.person_names))
+        self._owner = {}
 
     def _catch_up(self, state: GalleryState) -> None:
         changes: ChangeSet | None = None
@@ -240,14 +255,13 @@ class Gallery:
             return self._rebuild(state)
         index = self._index
         if len(changes.removed):
-            present = [i for i in changes.removed.tolist() if i in self._owner]
-            if present and not index.remove(np.asarray(present, dtype=np.int64)):
+            if not index.remove(changes.removed):
                 return self._rebuild(state)
-            for template_id in present:
-                del self._owner[template_id]
+            for template_id in changes.removed.tolist():
+                self._owner.pop(template_id, None)
         fresh = changes.added
-        new = [k for k, i in enumerate(fresh.ids.tolist()) if i not in self._owner]
-        if new:
+        new = np.flatnonzero(~index.contains(fresh.ids)) if len(fresh.ids) else []
+        if len(new):
             index.add(fresh.ids[new], fresh.embeddings[new])
             self._owner.update((int(fresh.ids[k]), fresh.person_names[k]) for k in new)
         self._state = changes.state

@@ -335,6 +335,11 @@ class SearchIndex:
             return COMPACT
         return None
 
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Which of these template ids have an alive row."""
+        ids = np.asarray(ids, np.int64).ravel()
+        return np.isin(ids, self._rows.ids(self._rows_of(ids)))
+
     def _mark_deleted(self, rows: np.ndarray) -> None:
         self._deleted[rows] = True
         self._dead = np.flatnonzero(self._deleted).astype(np.int64)

@@ -430,6 +430,22 @@ class Store:
                 ids[k] = template_id
             return ids, generation
 
+    def owners(self, ids: Sequence[int]) -> dict[int, str]:
+        """Template id -> person name for these ids (ids no longer stored are absent)."""
+        with self.session() as s:
+            return dict(_in_batches(s, select(Template.id, Person.name).join(Person), Template.id,
+                                    sorted({int(i) for i in ids})))
+
+    def template_count(self, model_id: str) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.count(Template.id)).where(Template.model_id == model_id)))
+
+    def person_count(self, model_id: str) -> int:
+        """People with at least one template of this model."""
+        with self.session() as s:
+            return int(s.scalar(select(func.count(func.distinct(Template.person_id)))
+                                .where(Template.model_id == model_id)))
+
     def known_sources(self, name: str, model_id: str) -> set[str]:
         with self.session() as s:
             return set(s.scalars(
