@@ -3,6 +3,7 @@
     python benchmarks/gallery_scale.py make --n 1000000 --out pack/gallery_1e6.npz
     python benchmarks/gallery_scale.py enroll --file pack/gallery_1e6.npz --db sqlite:///pack/g.db [--json OUT]
     python benchmarks/gallery_scale.py startup --db sqlite:///pack/g.db --photo A.jpg --enroll-photo B.jpg [--json OUT]
+    python benchmarks/gallery_scale.py beside --db sqlite:///pack/g99k.db [--json OUT]
 
 Embeddings are synthetic, drawn like benchmarks/search_scale.py's distractors: x = mu + L z (mu, Sigma = L L^T of
 the 19,223 real 192-d mobilefacenet embeddings of LFW + CelebA in pack/faces.npz), L2-normalised; two
@@ -11,7 +12,11 @@ reads its JSON: templates/s is added / the verb's own seconds; wall includes imp
 compaction. `startup` enrolls one real photo (`--enroll-photo`) of the probe's person once, then times, in
 fresh processes, (a) `cli.py identify PHOTO` from process start to exit, and (b) the same steps split:
 imports, database open + generation check, index open (manifest, mmap, log replay, id -> person cache),
-detection + embedding (model load included), search + decision.
+model load (torch, detector and embedder weights), detection + embedding, search + decision (with the audit
+event); `startup` also reports a second, warm detection + embedding and the time outside the in-process
+steps (interpreter start and exit). `beside` (a gallery of just under 1e5 enrolled with `--index-kind auto`):
+one add crosses 1e5, where `auto` switches flat -> HNSW; it times that add, the background rebuild, and the
+latency of searches from another thread before, during and after it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+TREE = os.environ.get("FACEREC_TREE", str(REPO))  # whose facerec `beside` runs (another checkout: a before/after)
+sys.path.insert(0, TREE)
 
 SPLIT = r"""
 import json, resource, sys, time
@@ -40,12 +47,17 @@ state = fr.store.state()
 t2 = time.perf_counter()
 fr.gallery.sync()
 t3 = time.perf_counter()
-analysed = fr.pipeline.analyse(sys.argv[3])
+pipeline = fr.pipeline
+t3m = time.perf_counter()
+analysed = pipeline.analyse(sys.argv[3])
 t4 = time.perf_counter()
 faces = fr.identify_faces(analysed.faces, 1, source=sys.argv[3], point=fr.operating_point(IDENTIFICATION))
 t5 = time.perf_counter()
+pipeline.analyse(sys.argv[3])
+t6 = time.perf_counter()
 print(json.dumps({"imports_s": t1 - t0, "db_open_generation_s": t2 - t1, "index_open_s": t3 - t2,
-                  "detect_embed_s": t4 - t3, "search_decide_s": t5 - t4, "in_process_s": t5 - t0,
+                  "model_load_s": t3m - t3, "detect_embed_s": t4 - t3m, "search_decide_s": t5 - t4,
+                  "in_process_s": t5 - t0, "warm_detect_embed_s": t6 - t5,
                   "answer": [f.name for f in faces], "score": [f.score for f in faces],
                   "templates": fr.gallery.size, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -138,8 +150,70 @@ def startup(args) -> None:
         rows.append({"run": run, "cli_identify_wall_s": round(wall, 3), "cli_peak_rss_mb": round(rss, 1),
                      "cli_answer": [f["name"] for f in answer["faces"]],
                      **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in parts.items()},
-                     "split_wall_s": round(split_wall, 3)})
+                     "split_wall_s": round(split_wall, 3),
+                     "outside_steps_s": round(split_wall - parts["in_process_s"] - parts["warm_detect_embed_s"], 3)})
     _emit(args, "startup", rows)
+
+
+def beside(args) -> None:
+    """Searches while `auto` switches a gallery from flat to HNSW at 1e5: the add that crosses the line, and
+    searches from another thread during the rebuild (which used to run inside that add)."""
+    import threading
+
+    from facerec.api import FaceRec, Settings
+    from facerec.store import NewTemplate
+
+    fr = FaceRec(Settings.resolve(db=args.db, index=args.index, index_kind="auto"))
+    gallery = fr.gallery
+    start = time.perf_counter()
+    gallery.sync()
+    opened = time.perf_counter() - start
+    rng = np.random.default_rng(1)
+    probes = rng.standard_normal((256, fr.card.embedding_dim)).astype(np.float32)
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    latencies: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def searcher() -> None:
+        k = 0
+        while not stop.is_set():
+            t = time.perf_counter()
+            gallery.search(probes[k % len(probes)][None], 5)
+            latencies.append((t, time.perf_counter() - t))
+            k += 1
+
+    thread = threading.Thread(target=searcher)
+    thread.start()
+    time.sleep(5)
+    need = 100_000 - gallery.size + args.extra
+    vectors = rng.standard_normal((need, fr.card.embedding_dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    t_add = time.perf_counter()
+    gallery.add("crosses the line", [NewTemplate(v, fr.card.id, fr.card.version, f"{i:064x}", "bench", 1.0, {})
+                                     for i, v in enumerate(vectors)])
+    add_s = time.perf_counter() - t_add
+    worker = getattr(gallery, "_worker", None)  # a checkout without the background worker rebuilt inside add
+    t_build = time.perf_counter()
+    if worker is not None:
+        worker.join()
+    rebuilt_s = time.perf_counter() - t_build + add_s
+    time.sleep(5)
+    stop.set()
+    thread.join()
+
+    def stats(lo: float, hi: float) -> dict:
+        ms = np.array([d for t, d in latencies if lo <= t < hi]) * 1e3
+        return {"searches": int(len(ms)), "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
+                "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None,
+                "max_ms": round(float(ms.max()), 1) if len(ms) else None}
+
+    rows = [{"phase": "before (flat)", **stats(0, t_add)},
+            {"phase": "during the rebuild", **stats(t_add, t_build + rebuilt_s - add_s)},
+            {"phase": "after (hnsw)", **stats(t_build + rebuilt_s - add_s, float("inf"))}]
+    for r in rows:
+        r.update(tree=TREE, open_s=round(opened, 2), add_s=round(add_s, 3), rebuild_s=round(rebuilt_s, 1),
+                 kind_after=gallery._index.kind, templates=gallery.size)
+    _emit(args, "beside", rows)
 
 
 def _emit(args, what: str, rows: list[dict]) -> None:
@@ -166,7 +240,7 @@ def main() -> None:
     m.add_argument("--out", required=True)
     m.add_argument("--faces", help="real embeddings (default pack/faces.npz, a copy of /work/wt21/pack/faces.npz)")
     m.add_argument("--seed", type=int, default=0)
-    for name in ("enroll", "startup"):
+    for name in ("enroll", "startup", "beside"):
         q = sub.add_parser(name)
         q.add_argument("--db", required=True)
         q.add_argument("--index")
@@ -177,8 +251,9 @@ def main() -> None:
     sub.choices["startup"].add_argument("--photo", required=True)
     sub.choices["startup"].add_argument("--enroll-photo", required=True)
     sub.choices["startup"].add_argument("--repeat", type=int, default=3)
+    sub.choices["beside"].add_argument("--extra", type=int, default=10, help="templates past 1e5")
     args = p.parse_args()
-    {"make": make, "enroll": enroll, "startup": startup}[args.cmd](args)
+    {"make": make, "enroll": enroll, "startup": startup, "beside": beside}[args.cmd](args)
 
 
 if __name__ == "__main__":

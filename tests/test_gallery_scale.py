@@ -136,11 +136,8 @@ def test_parquet_embeddings_with_source_ids(sqlite_url, tmp_path):
                       "source": [f"photos/{i}.jpg" for i in range(40)]})
     table = table.replace_schema_metadata({"facerec.model_id": CARD.id, "facerec.dim": str(CARD.embedding_dim)})
     pq.write_table(table, tmp_path / "g.parquet")
-    proc = run_cli("--db", sqlite_url, "--index", str(tmp_path / "g.index"), "enroll", "--embeddings",
-                   str(tmp_path / "g.parquet"), "--chunk", "16", "--json")
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["added"] == 40 and "40/40" in proc.stderr  # the progress bar on stderr
     fr = FaceRec(db=sqlite_url, index=str(tmp_path / "g.index"))
+    assert fr.enroll_bulk(tmp_path / "g.parquet", chunk=16).added == 40
     assert sorted(fr.store.known_sources("p3", CARD.id)) == sorted(
         __import__("hashlib").sha256(f"photos/{i}.jpg".encode()).hexdigest() for i in (6, 7))
     got = fr.gallery.search(vectors[:5], 1)
@@ -148,7 +145,7 @@ def test_parquet_embeddings_with_source_ids(sqlite_url, tmp_path):
     assert all(abs(m[0].score - 1.0) < 1e-5 for m in got)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def test_sigkill_during_bulk_enrollment_leaves_whole_chunks(backend, request, tmp_path):
     url = f"sqlite:///{tmp_path / 'g.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
     upgrade_database(Settings.resolve(db=url))  # a server database is migrated explicitly
@@ -176,6 +173,7 @@ def test_sigkill_during_bulk_enrollment_leaves_whole_chunks(backend, request, tm
                    str(tmp_path / "g.npz"), "--chunk", str(chunk), "--json")
     assert proc.returncode == 0, proc.stderr
     assert (json.loads(proc.stdout)["added"], json.loads(proc.stdout)["skipped"]) == (n - stored, stored)
+    assert f"{n}/{n}" in proc.stderr and "/s" in proc.stderr  # the progress bar (count, rate) on stderr
     assert query(url, "SELECT count(*) FROM templates") == n
     fr = FaceRec(db=url, index=str(tmp_path / "g.index"))
     assert fr.gallery.size == n and FaceRec(db=url).verify_audit()["intact"]
@@ -206,7 +204,7 @@ def small_thresholds(monkeypatch):
     return params
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["hnsw", pytest.param("ivf", marks=pytest.mark.slow)])
 def test_searches_stay_exact_while_the_index_is_rebuilt_beside_them(kind, sqlite_url, tmp_path, small_thresholds,
                                                                       monkeypatch):
     write_npz(tmp_path / "g.npz", 3000, per_person=3)
@@ -285,7 +283,7 @@ time.sleep(600)
 """
 
 
-@pytest.mark.parametrize("when", ["building", "writing"])
+@pytest.mark.parametrize("when", [pytest.param("building", marks=pytest.mark.slow), "writing"])
 def test_sigkill_mid_rebuild_leaves_a_loadable_index(when, sqlite_url, tmp_path):
     write_npz(tmp_path / "g.npz", 6000, per_person=2)
     index_path = tmp_path / "g.index"
@@ -309,3 +307,21 @@ def test_sigkill_mid_rebuild_leaves_a_loadable_index(when, sqlite_url, tmp_path)
     probes = rows.embeddings[::400]
     assert [m[0].name for m in fr.gallery.search(probes, 1)] == [rows.person_names[i] for i in range(0, 6150, 400)]
     assert os.path.exists(index_path)
+
+
+def test_bulk_enrollment_from_folders_commits_many_people_per_transaction(sqlite_url, tmp_path, lfw):
+    root = tmp_path / "people"
+    for person in ("Colin_Powell", "Tony_Blair", "Hugo_Chavez"):
+        (root / person).mkdir(parents=True)
+        for k in (1, 2):
+            (root / person / f"{k}.jpg").symlink_to(lfw / person / f"{person}_{k:04d}.jpg")
+    (root / "Tony_Blair" / "broken.jpg").write_bytes(b"not a photo")
+    fr = FaceRec(db=sqlite_url, index=str(tmp_path / "g.index"))
+    result = fr.enroll_bulk(root, chunk=3)
+    assert (result.added, result.people, result.chunks) == (6, 3, 2) and len(result.errors) == 1
+    assert "broken.jpg" in result.errors[0]
+    assert query(sqlite_url, "SELECT count(*) FROM audit_log WHERE action = 'enroll'") == 2
+    probe = fr.identify(lfw / "Colin_Powell" / "Colin_Powell_0003.jpg")
+    assert probe.faces[0].name == "Colin_Powell"
+    again = fr.enroll_bulk(root, chunk=3)
+    assert (again.added, again.skipped, again.chunks) == (0, 6, 0)
