@@ -249,7 +249,20 @@ def test_searches_stay_exact_while_the_index_is_rebuilt_beside_them(kind, sqlite
                 assert m.score == pytest.approx(float(rows.embeddings[at[m.template_id]] @ probe), abs=1e-5)
 
     check()  # during the rebuild: the old structure plus its exact tail, removals filtered
+    stop = threading.Event()
+
+    def tight_loop() -> None:  # a busy searcher must not starve the worker's swap
+        while not stop.is_set():
+            gallery.search(probes[:1], 1)
+
+    busy = threading.Thread(target=tight_loop)
+    busy.start()
+    worker = gallery._worker
     release.set()
+    worker.join(120)
+    stop.set()
+    busy.join()
+    assert not worker.is_alive(), "the rebuild never got the lock back from a busy searcher"
     gallery.finish_maintenance()
     d = gallery._index.describe()
     assert gallery._worker is None and d["tail"] < 100  # the base now holds what the snapshot saw
