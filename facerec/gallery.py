@@ -24,7 +24,6 @@ import fcntl
 import logging
 import os
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +75,6 @@ class Gallery:
         self._defer_saves = False  # the worker is writing a new base: saves wait for its commit
         self._exit_hook = False
         self._bulk = False  # a bulk chunk is being indexed: compaction waits for the end of the run
-        self._worker_waiting = False  # the worker waits for the lock: searches step aside (_worker_turn)
 
     # --- reading ---------------------------------------------------------------------------------
     @property
@@ -110,7 +108,6 @@ class Gallery:
         Each person scores their best template. Empty lists when the gallery is empty.
         """
         queries = np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
-        self._let_worker_in()
         with self._lock:
             self.sync()
             if self._index.ntotal == 0 or len(queries) == 0:
@@ -129,7 +126,6 @@ class Gallery:
 
     def shortlist_ids(self, embedding: np.ndarray, top_k: int) -> list[int]:
         """Template ids of the cosine shortlist for one face (for scorers that re-score templates)."""
-        self._let_worker_in()
         with self._lock:
             self.sync()
             if self._index.ntotal == 0:
@@ -318,34 +314,18 @@ class Gallery:
                 return
         self._rebuild_beside()
 
-    @contextmanager
-    def _worker_turn(self):
-        """The worker's turn at the lock. A thread searching in a tight loop would otherwise win every race for
-        it (it re-takes the lock before the woken worker gets the GIL), so searches step aside while it waits."""
-        self._worker_waiting = True
-        try:
-            with self._lock:
-                self._worker_waiting = False
-                yield
-        finally:
-            self._worker_waiting = False
-
-    def _let_worker_in(self) -> None:
-        while self._worker_waiting and not self._lock._is_owned():  # the worker's short swap goes first
-            time.sleep(0.0002)
-
     def _rebuild_beside(self) -> None:
         """The worker: snapshot (locked), build (unlocked), write the new base (unlocked), swap (locked)."""
         try:
             while True:
-                with self._worker_turn():
+                with self._lock:
                     index = self._index
                     why = index.maintenance_due() if index is not None else None
                     if why is None:
                         return
                     snap = index.snapshot(why)
                 built = index.build_from(snap)
-                with self._worker_turn():
+                with self._lock:
                     if self._index is not index:  # rebuilt from the store meanwhile: this one is moot
                         continue
                     index.install(built)
@@ -355,7 +335,7 @@ class Gallery:
         except Exception as exc:  # the old structure still answers; the next change retries
             log.warning("background index rebuild failed (%s): searching the previous structure", exc)
         finally:
-            with self._worker_turn():
+            with self._lock:
                 self._worker = None
                 self._defer_saves = False
 
@@ -364,7 +344,7 @@ class Gallery:
         try:
             with self._file_lock(exclusive=True):
                 tag, files = index.write_parts(self.index_path)
-            with self._worker_turn():
+            with self._lock:
                 self._defer_saves = False
                 if self._index is not index:  # replaced (e.g. rebuilt after an erasure): drop what we wrote
                     for name in files:

@@ -251,15 +251,17 @@ def test_searches_stay_exact_while_the_index_is_rebuilt_beside_them(kind, sqlite
     check()  # during the rebuild: the old structure plus its exact tail, removals filtered
     stop = threading.Event()
 
-    def tight_loop() -> None:  # a busy searcher must not starve the worker's swap
+    batch = unit(rng, 4000)
+
+    def tight_loop() -> None:  # a busy searcher (long searches, no pause) must not starve the worker's swap
         while not stop.is_set():
-            gallery.search(probes[:1], 1)
+            gallery.search(batch, 1)
 
     busy = threading.Thread(target=tight_loop)
     busy.start()
     worker = gallery._worker
     release.set()
-    worker.join(120)
+    worker.join(60)
     stop.set()
     busy.join()
     assert not worker.is_alive(), "the rebuild never got the lock back from a busy searcher"

@@ -406,11 +406,12 @@ class SearchIndex:
 
     # --- rebuilding beside a live index (the gallery's background worker) --------------------------
     def snapshot(self, why: str) -> "_Snapshot":
-        """What a rebuild starts from: the alive rows now (cheap: the base arrays are never written in
-        place, the small tail and the deleted mask are copied). Call under the owner's lock."""
+        """What a rebuild starts from: the alive rows now. Cheap: views, not copies (rows are only ever
+        appended after the tail's end, and a grown tail is a new buffer), and a copy of the deleted mask.
+        Call under the owner's lock."""
         keep = np.flatnonzero(~self._deleted)
         return _Snapshot(why, self._rows.n, self._deleted.copy(), self._rows.base_ids, self._rows.base_vectors,
-                         self._rows.tail_ids.copy(), self._rows.tail_vectors.copy(), keep, self.plan, self._searcher)
+                         self._rows.tail_ids, self._rows.tail_vectors, keep, self.plan, self._searcher)
 
     def build_from(self, snap: "_Snapshot") -> "_Built":
         """The new structure over the snapshot's alive rows; no lock needed, searches go on meanwhile.
@@ -418,9 +419,10 @@ class SearchIndex:
         RETRAIN builds the plan the gallery's size calls for (IVF retrained); COMPACT keeps the plan: a
         trained structure is refilled (centroids kept), an untrained one is rebuilt from the alive rows, or,
         when nothing was deleted, a copy of it gets the tail (the live structure is never written)."""
-        rows = _Rows(self.dim, snap.base_ids, snap.base_vectors)
-        rows.append(snap.tail_ids, snap.tail_vectors)
-        ids, vectors = rows.all_ids()[snap.keep], rows.all_vectors(snap.keep)
+        base = len(snap.base_ids)
+        in_base, in_tail = snap.keep[snap.keep < base], snap.keep[snap.keep >= base] - base
+        ids = np.concatenate([np.asarray(snap.base_ids)[in_base], snap.tail_ids[in_tail]])
+        vectors = np.concatenate([snap.base_vectors[in_base], snap.tail_vectors[in_tail]])  # sorted reads
         log.info("index: building %s over %d templates beside the live index (%s)", self.plan.kind, len(ids), snap.why)
         plan = make_plan(self.requested, len(ids), self.dim, self.gpus) if snap.why == RETRAIN else snap.plan
         old = snap.searcher
