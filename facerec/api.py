@@ -21,8 +21,9 @@ import hashlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
@@ -46,7 +47,14 @@ from facerec.decisions.thresholds import (
     identification_threshold,
     resolve_threshold,
 )
-from facerec.errors import DuplicateIdentityError, FacerecError, InputPathError, QualityError, UnknownPersonError
+from facerec.errors import (
+    DuplicateIdentityError,
+    EmbeddingsFileError,
+    FacerecError,
+    InputPathError,
+    QualityError,
+    UnknownPersonError,
+)
 from facerec.face.pipeline import Face, FacePipeline, ImageFaces
 from facerec.face.quality import QualityReport
 from facerec.gallery import Gallery, Match
@@ -821,6 +829,124 @@ class FaceRec:
                     before_id: int | None = None) -> list[dict]:
         return audit_query(self.store, limit, action, person, before_id)
 
+    # --- bulk enrollment at scale (issue 21) -------------------------------------------------------
+    def enroll_bulk(self, source: str | os.PathLike, chunk: int = 10_000, force: bool = False,
+                    allow_duplicate: bool = False,
+                    progress: Callable[[int, int], None] | None = None) -> "BulkEnrollResult":
+        """Enroll many people from a precomputed-embeddings file (.npz / .parquet, see facerec/io/embeddings.py)
+        or a folder with one sub-folder per person, `chunk` templates per transaction.
+
+        Each chunk is one transaction (people, templates, change log and one audit event listing its people),
+        then one batched index add and one append to the index file; an interruption (even SIGKILL) leaves
+        whole chunks, and a re-run skips every template already stored (same person and source hash), so it
+        resumes. Other processes catch up from the change log as after any enrollment. Embeddings must come
+        from this engine's model (declared in the file) and are not checked for duplicate identities; photos
+        from folders pass the quality gate and the duplicate check against the gallery as committed before
+        their chunk (faces within one chunk are not compared with each other). `progress(done, total)`:
+        rows or photos handled so far.
+        """
+        if chunk < 1:
+            raise InputPathError(f"chunk size must be at least 1 (got {chunk})")
+        started = time.perf_counter()
+        path = Path(source)
+        if path.is_dir():
+            result = self._bulk_from_folders(path, chunk, force, allow_duplicate, progress)
+        else:
+            result = self._bulk_from_embeddings(path, chunk, progress)
+        self.gallery.finish_maintenance()  # a writer leaves its index compacted (see Gallery)
+        return replace(result, seconds=time.perf_counter() - started)
+
+    def _bulk_from_embeddings(self, path: Path, chunk: int,
+                              progress: Callable[[int, int], None] | None) -> "BulkEnrollResult":
+        from facerec.io.embeddings import read_embeddings
+
+        data = read_embeddings(path)
+        if data.model_id != self.card.id:
+            raise EmbeddingsFileError(f"{path}: embeddings of model {data.model_id!r}, this database uses "
+                                      f"{self.card.id!r} (--model): they are not comparable")
+        if data.dim != self.card.embedding_dim:
+            raise EmbeddingsFileError(f"{path}: embeddings of dimension {data.dim}, model {self.card.id} makes "
+                                      f"{self.card.embedding_dim}")
+        valid: dict[str, str] = {}
+        for row, raw in enumerate(data.names):
+            if raw not in valid:
+                try:
+                    valid[raw] = validate_name(raw)
+                except FacerecError as exc:
+                    raise EmbeddingsFileError(f"{path}: row {row}: {exc}") from None
+        card, total = self.card, len(data.names)
+        quality = {"precomputed": path.name}  # no photo here: nothing to grade
+        added = skipped = chunks = 0
+        for start in range(0, total, chunk):
+            stop = min(start + chunk, total)
+            entries = [(valid[data.names[k]], NewTemplate(data.vectors[k], card.id, card.version, data.digests[k],
+                                                          data.source_names[k], 0.0, quality))
+                       for k in range(start, stop)]
+            new = self._bulk_commit(entries, {"file": str(path), "rows": [start, stop]})
+            added, skipped, chunks = added + new, skipped + (stop - start - new), chunks + 1
+            if progress is not None:
+                progress(stop, total)
+        return BulkEnrollResult(added, skipped, len(set(valid.values())), chunks, data.notes, [])
+
+    def _bulk_from_folders(self, root: Path, chunk: int, force: bool, allow_duplicate: bool,
+                           progress: Callable[[int, int], None] | None) -> "BulkEnrollResult":
+        folders = [(folder, image_files(folder)) for folder in person_folders(root)]
+        total = sum(len(paths) for _, paths in folders)
+        pending: list[tuple[str, NewTemplate]] = []
+        added = skipped = chunks = done = people = submitted = 0
+        errors: list[str] = []
+
+        def flush() -> None:
+            nonlocal added, chunks
+            if pending:
+                added += self._bulk_commit(pending, {"folder": str(root)})
+                chunks += 1
+                pending.clear()
+
+        for folder, paths in folders:
+            try:
+                name = validate_name(folder.name)
+            except FacerecError as exc:
+                errors.append(f"{folder}: {exc}")
+                done += len(paths)
+                continue
+            people += 1
+            batch = _EnrollBatch(name, self.store.known_sources(name, self.card.id))
+            for path in paths:
+                try:
+                    self._prepare(batch, path, force, allow_duplicate, choose_subject=False)
+                except FacerecError as exc:
+                    errors.append(str(exc))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            skipped += batch.skipped
+            submitted += len(batch.templates)
+            pending.extend((name, t) for t in batch.templates)
+            if len(pending) >= chunk:
+                flush()
+        flush()
+        return BulkEnrollResult(added, skipped + submitted - added, people, chunks, [], errors)
+
+    def _bulk_commit(self, entries: list[tuple[str, NewTemplate]], details: dict) -> int:
+        """One chunk: one transaction with its audit event, one index add; returns how many were new."""
+        audit = self._entry("enroll", "enrolled", details={**details, "bulk": True})
+        return sum(i is not None for i in self.gallery.add_many(entries, audit=audit))
+
+
+@dataclass(frozen=True)
+class BulkEnrollResult:
+    added: int  # templates written
+    skipped: int  # already enrolled (same person and source hash) or, from folders, repeated photos
+    people: int
+    chunks: int  # transactions
+    notes: list[str]  # e.g. embeddings that were normalised
+    errors: list[str]  # photos refused (folders); the rest of their person still counts
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
 
 @dataclass(frozen=True)
 class UploadEnrollResult(EnrollResult):
@@ -1032,7 +1158,7 @@ class _EnrollBatch:
 
 
 __all__ = [
-    "AuditPolicy", "Candidate", "Comparison", "KeyInfo", "KeyRing", "SubjectVerification", "UploadEnrollResult",
+    "AuditPolicy", "BulkEnrollResult", "Candidate", "Comparison", "KeyInfo", "KeyRing", "SubjectVerification", "UploadEnrollResult",
     "CalibrationCheck", "CalibrationResult", "EnrollResult", "EraseResult", "FaceInfo", "FaceRec", "IdentifiedFace", "generate_key",
     "register_eraser",
     "IdentificationCalibration", "IdentifyResult", "IndexStatus", "Match", "RemoveResult", "Settings",

@@ -159,3 +159,7 @@ class RateLimitError(FacerecError):
 class PayloadTooLargeError(FacerecError):
     code = "too_large"
     http_status = 413
+
+
+class EmbeddingsFileError(InputPathError):
+    """A precomputed-embeddings file for bulk enrollment that cannot be used as it is (same code as a bad path)."""

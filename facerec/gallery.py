@@ -5,7 +5,9 @@ stays true while other processes enroll and remove people: before every search i
 generation and token (one small query) and, when they moved, applies the change log since its own generation
 (`template_changes`), or rebuilds from the store when the log cannot say. So a change made by any process is
 seen by every other process's next decision, and a removed person is never identified after `remove`
-returned. Template id -> person name is cached, so a search costs no per-face SQL.
+returned. Template id -> person name is resolved lazily: the ids a search returns that are not yet cached
+are looked up in one small query and kept (a removal evicts them), so opening a gallery of a million
+templates does not read a million rows, and repeated searches cost no SQL.
 
 The index file is a start-up cache: trusted only when it was built from this database (database id), at the
 store's current generation and token; otherwise it is rebuilt with a warning. Writers keep it current; a
@@ -17,6 +19,7 @@ No torch here (import-linter contract).
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
 import os
@@ -30,7 +33,7 @@ import numpy as np
 
 from facerec.errors import SearchIndexError
 from facerec.io.files import private_dir
-from facerec.store import AuditEntry, ChangeSet, GalleryState, NewTemplate, Store, TemplateRows
+from facerec.store import AuditEntry, ChangeSet, GalleryState, NewTemplate, Store
 
 if TYPE_CHECKING:  # faiss is imported on the first search, not for a `verify` or a `list`
     from facerec.index import IndexMeta, SearchIndex
@@ -65,8 +68,13 @@ class Gallery:
         self._lock = threading.RLock()
         self._index: "SearchIndex | None" = None
         self._state: GalleryState | None = None
-        self._owner: dict[int, str] = {}
-        self._people: tuple[GalleryState | None, int] = (None, 0)  # person count as of a state
+        self._owner: dict[int, str] = {}  # template id -> person, for the ids searches returned so far
+        self._people: tuple[GalleryState, int] | None = None  # person count at a state
+        self._worker: threading.Thread | None = None  # the background rebuild, when one runs
+        self._wrote = False  # this process changed the gallery: it finishes a rebuild before it exits
+        self._defer_saves = False  # the worker is writing a new base: saves wait for its commit
+        self._exit_hook = False
+        self._bulk = False  # a bulk chunk is being indexed: compaction waits for the end of the run
 
     # --- reading ---------------------------------------------------------------------------------
     @property
@@ -74,15 +82,14 @@ class Gallery:
         """Templates in the gallery, as of the last sync."""
         with self._lock:
             self.sync()
-            return len(self._owner)
+            return self._index.ntotal
 
     def person_count(self) -> int:
-        """People in the gallery now; counted once per gallery state (every 1:K decision asks: its default
-        threshold depends on it)."""
+        """People with templates of this model (one query per gallery state)."""
         with self._lock:
             state = self.sync()
-            if self._people[0] != state:
-                self._people = (state, len(set(self._owner.values())))
+            if self._people is None or self._people[0] != state:
+                self._people = (state, self.store.person_count(self.model_id))
             return self._people[1]
 
     def sync(self) -> GalleryState:
@@ -106,7 +113,7 @@ class Gallery:
             if self._index.ntotal == 0 or len(queries) == 0:
                 return [[] for _ in range(len(queries))]
             scores, ids = self._index.search(queries, max(top_k * SHORTLIST_PER_PERSON, MIN_SHORTLIST))
-            owner = self._owner
+            owner = self._owners(ids)
         results = []
         for row_scores, row_ids in zip(scores, ids):
             best: dict[str, Match] = {}
@@ -124,10 +131,18 @@ class Gallery:
             if self._index.ntotal == 0:
                 return []
             _, ids = self._index.search(embedding.reshape(1, -1), max(top_k * SHORTLIST_PER_PERSON, MIN_SHORTLIST))
-        return [int(i) for i in ids[0] if i >= 0 and int(i) in self._owner]
+        return [int(i) for i in ids[0] if i >= 0]
 
     def owner_of(self, template_id: int) -> str | None:
-        return self._owner.get(template_id)
+        with self._lock:
+            return self._owners(np.array([template_id])).get(int(template_id))
+
+    def _owners(self, ids: np.ndarray) -> dict[int, str]:
+        """The cache, completed for these ids with one query (call under the lock)."""
+        missing = {int(i) for i in np.unique(ids) if i >= 0 and int(i) not in self._owner}
+        if missing:
+            self._owner.update(self.store.owners(sorted(missing)))
+        return self._owner
 
     # --- writing ---------------------------------------------------------------------------------
     def add(self, name: str, templates: list[NewTemplate], audit: AuditEntry | None = None) -> list[int]:
@@ -136,7 +151,25 @@ class Gallery:
             self.sync()
             ids, _ = self.store.add_templates(name, templates, audit=audit)
             if ids:
+                self._wrote = True
                 self.sync()
+                self._save()
+                self._maintain()
+            return ids
+
+    def add_many(self, entries: list[tuple[str, NewTemplate]], audit: AuditEntry | None = None) -> list[int | None]:
+        """Store one chunk of a bulk enrollment (many people: one transaction, one audit event), index it
+        with one batched add and append it to the index file; returns each entry's new id (None: skipped)."""
+        with self._lock:
+            self.sync()
+            ids, _ = self.store.add_templates_bulk(entries, audit=audit)
+            if any(i is not None for i in ids):
+                self._wrote = True
+                self._bulk = True  # no compaction per chunk (a flat base would be rewritten ~80 times on the
+                try:  # way to 1e6): the caller runs `finish_maintenance` once at the end
+                    self.sync()
+                finally:
+                    self._bulk = False
                 self._save()
             return ids
 
@@ -145,8 +178,10 @@ class Gallery:
         with self._lock:
             self.sync()
             removed, _ = self.store.remove_person(name, audit=audit)
+            self._wrote = True
             self.sync()
             self._save()
+            self._maintain()
             return removed
 
     def rebuild(self) -> int:
@@ -180,11 +215,11 @@ class Gallery:
                 with self._file_lock(exclusive=False):
                     index, meta = SearchIndex.load(self.index_path)
                 if meta == self._expected_meta(state, meta.count, meta.built_kind):
-                    rows = self.store.templates(self.model_id, with_embeddings=False)
-                    self._install(index, state, rows)
-                    if len(rows.ids) == index.ntotal:
+                    stored = self.store.template_count(self.model_id)
+                    self._install(index, state)
+                    if stored == index.ntotal:
                         return
-                    problem = f"out of step with the database ({index.ntotal} vectors, {len(rows.ids)} templates)"
+                    problem = f"out of step with the database ({index.ntotal} vectors, {stored} templates)"
                 elif meta.database_id != self.store.database_id():
                     problem = "built from another database"
                 else:
@@ -202,13 +237,15 @@ class Gallery:
         state_after = self.store.state()
         if state_after != state:  # a write landed meanwhile: read again, so rows and state agree
             return self._rebuild(state_after)
-        self._install(SearchIndex.build(rows.ids, rows.embeddings, self.dim, self.index_kind), state, rows)
-        self._save()
+        self._install(SearchIndex.build(rows.ids, rows.embeddings, self.dim, self.index_kind), state)
+        self._owner = dict(zip(rows.ids.tolist(), rows.person_names))  # read anyway: keep them
+        self._save(force=True)
 
-    def _install(self, index: "SearchIndex", state: GalleryState, rows: TemplateRows) -> None:
+    def _install(self, index: "SearchIndex", state: GalleryState) -> None:
+        index.auto_maintain = False  # compaction and retraining run beside the searches (_maintain)
         self._index = index
         self._state = state
-        self._owner = dict(zip(rows.ids.tolist(), rows.person_names))
+        self._owner = {}
 
     def _catch_up(self, state: GalleryState) -> None:
         changes: ChangeSet | None = None
@@ -218,20 +255,22 @@ class Gallery:
             return self._rebuild(state)
         index = self._index
         if len(changes.removed):
-            present = [i for i in changes.removed.tolist() if i in self._owner]
-            if present and not index.remove(np.asarray(present, dtype=np.int64)):
+            if not index.remove(changes.removed):
                 return self._rebuild(state)
-            for template_id in present:
-                del self._owner[template_id]
+            for template_id in changes.removed.tolist():
+                self._owner.pop(template_id, None)
         fresh = changes.added
-        new = [k for k, i in enumerate(fresh.ids.tolist()) if i not in self._owner]
-        if new:
+        new = np.flatnonzero(~index.contains(fresh.ids)) if len(fresh.ids) else []
+        if len(new):
             index.add(fresh.ids[new], fresh.embeddings[new])
             self._owner.update((int(fresh.ids[k]), fresh.person_names[k]) for k in new)
         self._state = changes.state
+        self._maintain()
 
-    def _save(self) -> None:
-        if not self.persist:
+    def _save(self, force: bool = False) -> None:
+        """Persist the index; deferred while the worker writes a new base (its commit writes these changes
+        too) unless `force` (a rebuild from the store: it must replace the files, e.g. after an erasure)."""
+        if not self.persist or (self._defer_saves and not force):
             return
         index, state = self._index, self._state
         try:
@@ -240,6 +279,87 @@ class Gallery:
         except (OSError, SearchIndexError) as exc:
             log.warning("cannot write the index %s (%s): searching from memory; it is rebuilt at the next start",
                         self.index_path, getattr(exc, "strerror", None) or exc)
+
+    # --- compaction and retraining beside the searches ------------------------------------------------
+    # Due when the exact tail or the deleted rows pass their thresholds, or the gallery outgrew its plan
+    # (data/index.json). A thread builds the new structure from a snapshot while searches go on against the
+    # old one plus its exact tail, writes its files, then swaps it in under the lock (changes made meanwhile
+    # are carried over) and commits the manifest. Decided for short processes: one that changed the gallery
+    # (enroll, remove, a bulk enrollment) waits for the rebuild before it exits (atexit), so a CLI-only
+    # deployment stays compacted; one that only read (identify, verify) abandons it: nothing is written
+    # before the swap, so its index files stay as they were, and the next writer or long-lived process
+    # redoes it. A crash (SIGKILL) at any point leaves the old manifest and its parts, or the new ones.
+    def _maintain(self) -> None:
+        """Start the background rebuild when due and none runs (call under the lock)."""
+        if self._worker is None and not self._bulk and self._index is not None and self._index.maintenance_due():
+            self._worker = threading.Thread(target=self._rebuild_beside, name="facerec-index-rebuild", daemon=True)
+            self._worker.start()
+            if not self._exit_hook:
+                atexit.register(self._finish_at_exit)
+                self._exit_hook = True
+
+    def _finish_at_exit(self) -> None:
+        if self._wrote:
+            self.finish_maintenance()
+
+    def finish_maintenance(self) -> None:
+        """Wait for a running rebuild; then run any that is due now in this thread (a writer about to exit)."""
+        worker = self._worker
+        if worker is not None:
+            worker.join()
+        with self._lock:
+            if self._worker is None and not self._bulk and self._index is not None and self._index.maintenance_due():
+                self._worker = threading.current_thread()
+            else:
+                return
+        self._rebuild_beside()
+
+    def _rebuild_beside(self) -> None:
+        """The worker: snapshot (locked), build (unlocked), write the new base (unlocked), swap (locked)."""
+        try:
+            while True:
+                with self._lock:
+                    index = self._index
+                    why = index.maintenance_due() if index is not None else None
+                    if why is None:
+                        return
+                    snap = index.snapshot(why)
+                built = index.build_from(snap)
+                with self._lock:
+                    if self._index is not index:  # rebuilt from the store meanwhile: this one is moot
+                        continue
+                    index.install(built)
+                    self._defer_saves = self.persist
+                if self.persist:
+                    self._commit_beside(index)
+        except Exception as exc:  # the old structure still answers; the next change retries
+            log.warning("background index rebuild failed (%s): searching the previous structure", exc)
+        finally:
+            with self._lock:
+                self._worker = None
+                self._defer_saves = False
+
+    def _commit_beside(self, index: "SearchIndex") -> None:
+        """Write the installed base's files without the gallery lock, then its manifest and log under it."""
+        try:
+            with self._file_lock(exclusive=True):
+                tag, files = index.write_parts(self.index_path)
+            with self._lock:
+                self._defer_saves = False
+                if self._index is not index:  # replaced (e.g. rebuilt after an erasure): drop what we wrote
+                    for name in files:
+                        (self.index_path.parent / name).unlink(missing_ok=True)
+                    return
+                state = self._state
+                with self._file_lock(exclusive=True):
+                    if all((self.index_path.parent / name).exists() for name in files):
+                        index.commit_parts(self.index_path, self._expected_meta(state, index.ntotal, index.kind),
+                                           tag, files)
+                        return
+                self._save()  # another process replaced the files meanwhile: write ours whole
+        except (OSError, SearchIndexError) as exc:
+            log.warning("cannot write the rebuilt index %s (%s): searching from memory; it is rebuilt at the "
+                        "next start", self.index_path, getattr(exc, "strerror", None) or exc)
 
     @contextmanager
     def _file_lock(self, exclusive: bool):

@@ -16,8 +16,17 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from facerec.cli.serve import serve_app
 from facerec.cli.kiosk import kiosk as kiosk_command
@@ -157,14 +166,23 @@ def enroll(
     force: Annotated[bool, typer.Option("--force", help="Enroll even if the photo fails the quality gate (recorded).")] = False,
     allow_duplicate: Annotated[bool, typer.Option("--allow-duplicate", help="Enroll even if the face matches another enrolled person.")] = False,
     subject: Annotated[bool, typer.Option("--subject", "--largest", help="When several large faces are in a photo, use the most central one instead of refusing.")] = False,
+    embeddings: Annotated[Optional[Path], typer.Option("--embeddings", help="Bulk: precomputed embeddings (.npz / .parquet with names, vectors and the model id; see facerec/io/embeddings.py).")] = None,
+    bulk: Annotated[bool, typer.Option("--bulk", help="With --from-dir: many people per transaction (--chunk templates), for large collections.")] = False,
+    chunk: Annotated[int, typer.Option("--chunk", min=1, help="Bulk: templates per transaction (an interruption keeps whole chunks; a re-run resumes).")] = 10_000,
     as_json: JsonFlag = False,
 ) -> None:
     """Enroll a person from one or more photos, or a whole folder (exit 3 when some photos were refused).
 
-    [b]Examples[/b]: facerec enroll "Ada Lovelace" ada.jpg  |  facerec enroll --from-dir enrollment/
+    [b]Examples[/b]: facerec enroll "Ada Lovelace" ada.jpg  |  facerec enroll --from-dir enrollment/  |
+    facerec enroll --embeddings gallery.npz
     """
     with _command(as_json):
         fr = _engine()
+        if embeddings is not None or bulk:
+            if (embeddings is None) == (from_dir is None) or name is not None or images:
+                raise UsageError("bulk enrollment takes either --embeddings FILE or --from-dir DIR --bulk")
+            _enroll_bulk(fr, embeddings or from_dir, chunk, force, allow_duplicate, as_json)
+            return
         if from_dir is not None:
             if name is not None or images:
                 raise UsageError("give either NAME IMAGE... or --from-dir DIR, not both")
@@ -194,6 +212,35 @@ def _enroll_dir(fr, root: Path, force: bool, allow_duplicate: bool, quiet: bool)
         task = progress.add_task("people", total=total)
         return fr.enroll_from_dir(root, force=force, allow_duplicate=allow_duplicate,
                                   on_person=lambda _r: progress.advance(task))
+
+
+class _RateColumn(ProgressColumn):
+    """Items a second, for bulk commands (rich's own speed column counts bytes)."""
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:,.0f}/s" if task.speed else "-/s")
+
+
+def _enroll_bulk(fr, source: Path, chunk: int, force: bool, allow_duplicate: bool, as_json: bool) -> None:
+    columns = (TextColumn("enrolling"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task("templates", total=None)
+        result = fr.enroll_bulk(source, chunk=chunk, force=force, allow_duplicate=allow_duplicate,
+                                progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        rate = (result.added / result.seconds) if result.seconds else 0.0
+        out.print(f"bulk enrollment: {result.added} new template(s), {result.skipped} already enrolled, "
+                  f"{result.people} people, {result.chunks} transaction(s), {result.seconds:.1f} s "
+                  f"({rate:,.0f} templates/s)", markup=False)
+    for note in result.notes:
+        err.print(f"note: {note}", markup=False)
+    for problem in result.errors:
+        err.print(f"refused: {problem}", markup=False)
+    if result.errors:
+        raise typer.Exit(EXIT_PARTIAL if result.added or result.skipped else EXIT_BAD_INPUT)
 
 
 def _enroll_table(results) -> None:

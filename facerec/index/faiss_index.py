@@ -207,6 +207,40 @@ class _FaissSearcher:
 
 
 TORCH_KINDS = ("torch", "torchivf")
+RETRAIN, COMPACT = "retrain", "compact"
+
+
+def _trained_copy(searcher: _FaissSearcher, empty: bool) -> faiss.Index:
+    """A private in-memory copy of a faiss structure (from its file when memory-mapped), emptied or not."""
+    structure = searcher.structure if searcher.writable else faiss.read_index(str(searcher.path))
+    copy = faiss.clone_index(structure) if structure is searcher.structure else structure
+    if empty:
+        copy.reset()
+    return copy
+
+
+@dataclass
+class _Snapshot:
+    why: str
+    n: int  # rows at the snapshot
+    deleted: np.ndarray
+    base_ids: np.ndarray
+    base_vectors: np.ndarray
+    tail_ids: np.ndarray
+    tail_vectors: np.ndarray
+    keep: np.ndarray  # alive rows
+    plan: Plan
+    searcher: object
+
+
+@dataclass
+class _Built:
+    snapshot: _Snapshot
+    plan: Plan
+    searcher: object
+    ids: np.ndarray
+    vectors: np.ndarray
+    trained_rows: int
 
 
 def _torch_searcher(kind: str):
@@ -227,6 +261,9 @@ class SearchIndex:
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # (sorted base ids, their rows)
         self._pending: list[tuple[bytes, bytes, int]] = []  # log records not yet on disk
         self._saved: tuple[Path, storage.Manifest] | None = None
+        # True: add/remove compact and retrain in the caller's thread when due. The gallery sets False and
+        # runs `snapshot` -> `build_from` -> `install` in a background thread instead (see Gallery).
+        self.auto_maintain = True
 
     # --- building ---------------------------------------------------------------------------------
     @classmethod
@@ -275,10 +312,8 @@ class SearchIndex:
         self._searcher.add_tail(vectors)
         self._deleted = np.concatenate([self._deleted, np.zeros(len(ids), bool)])
         self._pending.append(storage.add_record(ids, vectors))
-        if needs_retrain(self.plan, self.trained_rows, self.ntotal, self.requested, self.dim, self.gpus):
-            self.rebuild("the gallery outgrew its plan")
-        elif self._rows.tail_n > self._compact_rule("tail_rows_min", "tail_fraction"):
-            self.compact()
+        if self.auto_maintain and (why := self.maintenance_due()):
+            self.rebuild(why) if why == RETRAIN else self.compact()
 
     def remove(self, ids: np.ndarray) -> bool:
         """Mark the rows of these template ids deleted (compacted later); always True."""
@@ -286,9 +321,24 @@ class SearchIndex:
         if len(rows):
             self._mark_deleted(rows)
             self._pending.append(storage.del_record(self._rows.ids(rows)))
-            if len(self._dead) > index_params()["compact"]["deleted_fraction"] * max(self._rows.n, 1):
+            if self.auto_maintain and self.maintenance_due():
                 self.compact()
         return True
+
+    def maintenance_due(self) -> str | None:
+        """Why the structure should be rebuilt now (RETRAIN: outgrew its plan or training; COMPACT: the
+        exact tail or the deleted rows passed their thresholds in data/index.json), or None."""
+        if needs_retrain(self.plan, self.trained_rows, self.ntotal, self.requested, self.dim, self.gpus):
+            return RETRAIN
+        if self._rows.tail_n > self._compact_rule("tail_rows_min", "tail_fraction") or \
+                len(self._dead) > index_params()["compact"]["deleted_fraction"] * max(self._rows.n, 1):
+            return COMPACT
+        return None
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Which of these template ids have an alive row."""
+        ids = np.asarray(ids, np.int64).ravel()
+        return np.isin(ids, self._rows.ids(self._rows_of(ids)))
 
     def _mark_deleted(self, rows: np.ndarray) -> None:
         self._deleted[rows] = True
@@ -354,6 +404,65 @@ class SearchIndex:
         empty.reset()
         return empty
 
+    # --- rebuilding beside a live index (the gallery's background worker) --------------------------
+    def snapshot(self, why: str) -> "_Snapshot":
+        """What a rebuild starts from: the alive rows now. Cheap: views, not copies (rows are only ever
+        appended after the tail's end, and a grown tail is a new buffer), and a copy of the deleted mask.
+        Call under the owner's lock."""
+        keep = np.flatnonzero(~self._deleted)
+        return _Snapshot(why, self._rows.n, self._deleted.copy(), self._rows.base_ids, self._rows.base_vectors,
+                         self._rows.tail_ids, self._rows.tail_vectors, keep, self.plan, self._searcher)
+
+    def build_from(self, snap: "_Snapshot") -> "_Built":
+        """The new structure over the snapshot's alive rows; no lock needed, searches go on meanwhile.
+
+        RETRAIN builds the plan the gallery's size calls for (IVF retrained); COMPACT keeps the plan: a
+        trained structure is refilled (centroids kept), an untrained one is rebuilt from the alive rows, or,
+        when nothing was deleted, a copy of it gets the tail (the live structure is never written)."""
+        base = len(snap.base_ids)
+        in_base, in_tail = snap.keep[snap.keep < base], snap.keep[snap.keep >= base] - base
+        ids = np.concatenate([np.asarray(snap.base_ids)[in_base], snap.tail_ids[in_tail]])
+        vectors = np.concatenate([snap.base_vectors[in_base], snap.tail_vectors[in_tail]])  # sorted reads
+        log.info("index: building %s over %d templates beside the live index (%s)", self.plan.kind, len(ids), snap.why)
+        plan = make_plan(self.requested, len(ids), self.dim, self.gpus) if snap.why == RETRAIN else snap.plan
+        old = snap.searcher
+        trained_rows = self.trained_rows
+        if snap.why == RETRAIN or plan != snap.plan or plan.kind in TORCH_KINDS or not isinstance(old, _FaissSearcher):
+            searcher, trained_rows = self._make_searcher(plan, self.dim, vectors, self.gpus, self.device), len(ids)
+        elif plan.trained:
+            searcher = _FaissSearcher(plan, self.dim, _trained_copy(old, empty=True))
+            searcher.fold(vectors)
+        elif snap.deleted.any():
+            searcher = _FaissSearcher.build(plan, self.dim, vectors)
+        else:  # only a tail to fold in: grow a copy of the structure (an HNSW graph is not rebuilt)
+            searcher = _FaissSearcher(plan, self.dim, _trained_copy(old, empty=False))
+            searcher.fold(snap.tail_vectors)
+        return _Built(snap, plan, searcher, ids, vectors, trained_rows)
+
+    def install(self, built: "_Built") -> None:
+        """Swap the built structure in (call under the owner's lock): rows added since the snapshot go to the
+        new exact tail, templates removed since are marked deleted again. The next save writes a new base."""
+        snap = built.snapshot
+        later = np.arange(snap.n, self._rows.n)
+        later_ids, later_vectors = self._rows.ids(later), self._rows.vectors(later)
+        later_dead = self._deleted[snap.n:]
+        gone_ids = self._rows.ids(np.flatnonzero(self._deleted[:snap.n] & ~snap.deleted))
+        self.plan, self._searcher, self.trained_rows = built.plan, built.searcher, built.trained_rows
+        self._rows = _Rows(self.dim, built.ids, built.vectors)
+        self._deleted = np.zeros(len(built.ids), bool)
+        self._lookup = None
+        if len(later):
+            self._rows.append(later_ids, later_vectors)
+            self._searcher.add_tail(later_vectors)
+            self._deleted = np.concatenate([self._deleted, later_dead])
+        order = np.argsort(built.ids, kind="stable")  # ids are unique among alive rows
+        pos = np.searchsorted(built.ids, gone_ids, sorter=order)
+        found = (pos < len(order)) & (built.ids[order[np.minimum(pos, len(order) - 1)]] == gone_ids)
+        self._deleted[order[pos[found]]] = True
+        self._dead = np.flatnonzero(self._deleted).astype(np.int64)
+        self._pending = []
+        self._saved = None  # rows were renumbered: the next save writes the new base
+
     # --- search -----------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (exact cosine scores, template ids) per query, best first; missing neighbours have id -1."""
@@ -398,27 +507,49 @@ class SearchIndex:
         self._pending = []
 
     def _write_base(self, path: Path, meta: IndexMeta) -> None:
-        self.compact()
+        if self.auto_maintain:
+            self.compact()
+        tag, files = self.write_parts(path)
+        self.commit_parts(path, meta, tag, files)
+
+    def write_parts(self, path: Path) -> tuple[str, dict]:
+        """Write the base (ids, vectors, faiss structure) under a fresh tag; nothing refers to it yet, so a
+        background worker may do this outside its owner's lock. Returns the tag and the files' digests."""
+        path = Path(path)
+        private_dir(path.parent)
         tag = secrets.token_hex(6)
         names = {"ids": storage.part(path, tag, "ids.npy"), "vectors": storage.part(path, tag, "vectors.npy")}
-        storage.save_npy(names["ids"], self._rows.all_ids())
-        storage.save_npy(names["vectors"], self._rows.all_vectors())
+        storage.save_npy(names["ids"], np.asarray(self._rows.base_ids))
+        storage.save_npy(names["vectors"], np.asarray(self._rows.base_vectors))
         if isinstance(self._searcher, _FaissSearcher):
             names["structure"] = storage.part(path, tag, "faiss")
             self._searcher.save(names["structure"])
             self._searcher.path = names["structure"]  # the file a read-only (mmapped) structure reloads from
-        storage.append_log(storage.part(path, tag, "log"), 0, [])
+        return tag, {p.name: storage.file_digest(p) for p in names.values()}
+
+    def commit_parts(self, path: Path, meta: IndexMeta, tag: str, files: dict) -> None:
+        """Make the parts of `tag` the index: its log holds the rows deleted from the base and the tail
+        (removals first: a renamed template's id comes back in the tail), then the manifest is replaced
+        and other tags' parts are deleted."""
+        path = Path(path)
+        records = []
+        if len(self._dead) and (base_dead := self._dead[self._dead < self._rows.base]).size:
+            records.append(storage.del_record(self._rows.ids(base_dead)))
+        if self._rows.tail_n:
+            alive = np.flatnonzero(~self._deleted[self._rows.base:])
+            records.append(storage.add_record(self._rows.tail_ids[alive], self._rows.tail_vectors[alive]))
+        log_bytes = storage.append_log(storage.part(path, tag, "log"), 0, records)
         manifest = storage.Manifest(
             meta=asdict(meta), tag=tag, kind=self.requested, factory=self.plan.factory, params=self.plan.to_dict(),
-            dim=self.dim, base_rows=self._rows.base, trained_rows=self.trained_rows, log_bytes=0,
-            files={p.name: storage.file_digest(p) for p in names.values()})
+            dim=self.dim, base_rows=self._rows.base, trained_rows=self.trained_rows, log_bytes=log_bytes,
+            files=files)
         storage.write_atomic(path, manifest.dumps())
         for old in path.parent.glob(f"{path.name}.*.*"):
             if old.name.split(".")[len(path.name.split("."))] not in (tag,) and not old.name.endswith(".tmp"):
                 old.unlink(missing_ok=True)
-        # from now on the base is read from the files we just wrote (page cache, not private memory)
-        self._rows = _Rows(self.dim, storage.load_npy(names["ids"], mmap=True),
-                           storage.load_npy(names["vectors"], mmap=True))
+        # from now on the base is read from the files just written (page cache, not private memory)
+        self._rows.base_ids = storage.load_npy(storage.part(path, tag, "ids.npy"), mmap=True)
+        self._rows.base_vectors = storage.load_npy(storage.part(path, tag, "vectors.npy"), mmap=True)
         self._pending = []
         self._saved = (path, manifest)
 

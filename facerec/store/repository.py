@@ -7,7 +7,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import create_engine, delete, event, func, inspect, select, update
@@ -322,8 +322,10 @@ class Store:
         row.value = str(generation)
         _insert_missing(s, TOKEN_KEY, "")
         s.execute(update(DatabaseInfo).where(DatabaseInfo.key == TOKEN_KEY).values(value=uuid.uuid4().hex))
-        s.add_all([TemplateChange(generation=generation, template_id=int(i), added=True) for i in added]
-                  + [TemplateChange(generation=generation, template_id=int(i), added=False) for i in removed])
+        changes = ([{"generation": generation, "template_id": int(i), "added": True} for i in added]
+                   + [{"generation": generation, "template_id": int(i), "added": False} for i in removed])
+        if changes:  # one executemany: a bulk chunk logs thousands of ids
+            s.execute(TemplateChange.__table__.insert(), changes)
         return generation
 
     def state(self) -> GalleryState:
@@ -405,6 +407,76 @@ class Store:
                 self._add_audit(s, audit, details={"added": len(ids)})
             return ids, generation
 
+    def add_templates_bulk(self, entries: Sequence[tuple[str, NewTemplate]],
+                           audit: AuditEntry | None = None) -> tuple[list[int | None], int]:
+        """Add many people's templates (one chunk of a bulk enrollment) in ONE transaction.
+
+        Missing people are created; a template whose person already has its source (same model and
+        SHA-256) is skipped, so a re-run resumes; rows go in with executemany (sqlite3's executemany; multi-row
+        INSERT batches, SQLAlchemy's insertmanyvalues, on PostgreSQL); one generation logs every new id; one
+        audit event lists the people. Returns the new template id of each entry (None: skipped) and the generation.
+        """
+        with self.session(write=True) as s:
+            generation_row = self._lock_generation(s)
+            names = sorted({name for name, _ in entries})
+            person_ids = dict(_in_batches(s, select(Person.name, Person.id), Person.name, names))
+            missing = [n for n in names if n not in person_ids]
+            if missing:  # plain executemany, ids read back (RETURNING in order is one statement a row on SQLite)
+                now = utcnow()
+                s.execute(Person.__table__.insert(), [{"name": n, "created_at": now} for n in missing])
+                person_ids.update(_in_batches(s, select(Person.name, Person.id), Person.name, missing))
+            models = sorted({t.model_id for _, t in entries})
+            known = set(_in_batches(s, select(Template.person_id, Template.source_sha256).where(
+                Template.model_id.in_(models)), Template.person_id, sorted(set(person_ids.values()) - {
+                    person_ids[n] for n in missing})))
+            rows, at = [], []
+            now = utcnow()
+            for k, (name, t) in enumerate(entries):
+                key = (person_ids[name], t.source_sha256)
+                if key in known:
+                    continue
+                known.add(key)
+                vec = np.asarray(t.embedding, dtype="<f4")
+                blob, sealed_with = self._seal(vec.tobytes(), name, t.model_id, t.source_sha256)
+                rows.append({"person_id": key[0], "model_id": t.model_id, "model_version": t.model_version,
+                             "dim": int(vec.shape[0]), "embedding": blob, "key_id": sealed_with,
+                             "source_sha256": t.source_sha256, "source_name": _fit(t.source_name, MAX_SOURCE_NAME),
+                             "detection_score": float(t.detection_score), "quality": t.quality, "forced": t.forced,
+                             "created_at": now})
+                at.append(k)
+            new_ids = []
+            if rows:  # writers of templates hold the generation lock: every id above the old maximum is ours
+                before = s.scalar(select(func.max(Template.id))) or 0
+                s.execute(Template.__table__.insert(), rows)
+                by_key = {(p, h): i for i, p, h in s.execute(select(Template.id, Template.person_id,
+                                                                    Template.source_sha256).where(Template.id > before))}
+                new_ids = [by_key[(r["person_id"], r["source_sha256"])] for r in rows]
+            generation = (self._bump_generation(s, generation_row, added=new_ids) if new_ids
+                          else int(generation_row.value))
+            if audit is not None:
+                self._add_audit(s, audit, details={"added": len(new_ids), "skipped": len(entries) - len(new_ids),
+                                                   "people": names})
+            ids: list[int | None] = [None] * len(entries)
+            for k, template_id in zip(at, new_ids):
+                ids[k] = template_id
+            return ids, generation
+
+    def owners(self, ids: Sequence[int]) -> dict[int, str]:
+        """Template id -> person name for these ids (ids no longer stored are absent)."""
+        with self.session() as s:
+            return dict(_in_batches(s, select(Template.id, Person.name).join(Person), Template.id,
+                                    sorted({int(i) for i in ids})))
+
+    def template_count(self, model_id: str) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.count(Template.id)).where(Template.model_id == model_id)))
+
+    def person_count(self, model_id: str) -> int:
+        """People with at least one template of this model."""
+        with self.session() as s:
+            return int(s.scalar(select(func.count(func.distinct(Template.person_id)))
+                                .where(Template.model_id == model_id)))
+
     def known_sources(self, name: str, model_id: str) -> set[str]:
         with self.session() as s:
             return set(s.scalars(
@@ -455,9 +527,12 @@ class Store:
             ).order_by(Template.id)
             if name is not None:
                 query = query.where(Person.name == name)
-            if ids is not None:
-                query = query.where(Template.id.in_([int(i) for i in ids]))
-            rows = s.execute(query).all()
+            if ids is None:
+                rows = s.execute(query).all()
+            else:  # batches: a catch-up after a bulk enrollment names a million ids (SQL variable limits)
+                wanted = sorted(int(i) for i in ids)
+                rows = [r for start in range(0, len(wanted), IN_BATCH)
+                        for r in s.execute(query.where(Template.id.in_(wanted[start:start + IN_BATCH]))).all()]
         if not rows:
             return TemplateRows.empty()
         return TemplateRows(
@@ -604,6 +679,15 @@ class Store:
                  "threshold": e.threshold, "model_id": e.model_id, "details": e.details}
                 for e in rows
             ]
+
+
+IN_BATCH = 10_000  # values per IN (...) list: under SQLite's 32,766 variables and PostgreSQL's 65,535 parameters
+
+
+def _in_batches(s: Session, query, column, values: list) -> list:
+    """Rows of `query` where `column` is in `values`, asked in batches."""
+    return [r for start in range(0, len(values), IN_BATCH)
+            for r in s.execute(query.where(column.in_(values[start:start + IN_BATCH]))).all()]
 
 
 def _insert_missing(s: Session, key: str, value: str) -> None:
