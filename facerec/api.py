@@ -1025,14 +1025,22 @@ def models() -> list[ModelCard]:
     return [model_card(m) for m in available_models()]
 
 
-def resolve_model(settings: Settings) -> Settings:
+def resolve_model(settings: Settings, new_database: str | None = None) -> Settings:
     """The one rule for which model an engine runs when `settings.model_id` is None (no --model,
     FACEREC_MODEL or Settings.model_id): the model the database is bound to (its facts table; an upgrade
-    never changes an existing database's model), else, for a new database, `new_database_model()`. A chosen
-    model is kept as chosen: opening a database bound to another one is then refused (Store.bind_model)."""
+    never changes an existing database's model), else, for a new database, `new_database` when the data
+    declares its model (an embeddings file), else `new_database_model()`. A chosen model is kept as chosen:
+    opening a database bound to another one is then refused (Store.bind_model)."""
     if settings.model_id:
         return settings
-    return settings.with_(model_id=Store.bound_model(settings.db_url) or new_database_model())
+    return settings.with_(model_id=Store.bound_model(settings.db_url) or new_database or new_database_model())
+
+
+def embeddings_file_model(path: str | os.PathLike) -> str | None:
+    """The model an embeddings file declares (for `resolve_model(settings, new_database=...)`)."""
+    from facerec.io.embeddings import declared_model
+
+    return declared_model(path)
 
 
 def new_database_model() -> str:
@@ -1162,7 +1170,7 @@ __all__ = [
     "CalibrationCheck", "CalibrationResult", "EnrollResult", "EraseResult", "FaceInfo", "FaceRec", "IdentifiedFace", "generate_key",
     "register_eraser",
     "IdentificationCalibration", "IdentifyResult", "IndexStatus", "Match", "RemoveResult", "Settings",
-    "liveness_models", "plot_liveness_roc", "remove_index_files", "model_roles", "new_database_model",
+    "liveness_models", "plot_liveness_roc", "remove_index_files", "model_roles", "new_database_model", "embeddings_file_model",
     "resolve_model",
     "VerifyResult", "evaluation_pipeline", "models", "person_folders", "redacted_url", "scorer_for",
     "upgrade_database", "UNKNOWN",

@@ -21,15 +21,14 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
-from conftest import REPO, run_cli
+from conftest import REPO, TEST_MODEL, run_cli
 from facerec.api import FaceRec, Settings, upgrade_database
-from facerec.config import DEFAULT_MODEL_ID
 from facerec.errors import EmbeddingsFileError
 from facerec.gallery import Gallery
 from facerec.index import SearchIndex
 from facerec.models.registry import model_card
 
-CARD = model_card(DEFAULT_MODEL_ID)
+CARD = model_card(TEST_MODEL)
 
 
 def unit(rng, n: int) -> np.ndarray:

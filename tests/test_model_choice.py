@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -120,3 +121,28 @@ def test_reading_the_bound_model_fails_like_opening(tmp_path):
     assert result.returncode == 2 and "cannot use database" in result.stderr and "not a database" in result.stderr
     assert junk.read_bytes() == b"not a database" * 100
     assert os.environ["FACEREC_MODEL"] == TEST_MODEL  # the suite's pin is untouched by these tests
+
+
+def test_a_new_database_takes_the_model_an_embeddings_file_declares(tmp_path):
+    """`enroll --embeddings` into a new database with no model chosen: the file's declared model, not the
+    new-database default (its vectors could not be searched by another model); an existing database keeps
+    its own and refuses the file."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(4, 192)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    path = tmp_path / "gallery.npz"
+    np.savez(path, names=np.array(["Ada", "Ada", "Bob", "Bob"]), embeddings=vectors,
+             model_id=np.array(TEST_MODEL))
+    assert TEST_MODEL != new_database_model()
+    db = tmp_path / "new.db"
+    done = run_cli("--db", str(db), "enroll", "--embeddings", str(path), "--json", env=UNCHOSEN)
+    assert done.returncode == 0, done.stderr
+    assert facts(db)["model_id"] == TEST_MODEL and facts(db)["templates"] == 4
+
+    other = tmp_path / "other.db"
+    FaceRec(Settings.resolve(db=f"sqlite:///{other}", model=new_database_model())).people()  # bound to sface
+    before = facts(other)
+    assert before["model_id"] == new_database_model()
+    refused = run_cli("--db", str(other), "enroll", "--embeddings", str(path), "--json", env=UNCHOSEN)
+    assert refused.returncode == 2 and TEST_MODEL in json.loads(refused.stdout)["message"]
+    assert facts(other) == before

@@ -177,7 +177,12 @@ def enroll(
     facerec enroll --embeddings gallery.npz
     """
     with _command(as_json):
-        fr = _engine()
+        if embeddings is not None:  # a new database takes the model the file declares
+            from facerec.api import FaceRec, embeddings_file_model, resolve_model
+
+            fr = FaceRec(resolve_model(_settings(), new_database=embeddings_file_model(embeddings)))
+        else:
+            fr = _engine()
         if embeddings is not None or bulk:
             if (embeddings is None) == (from_dir is None) or name is not None or images:
                 raise UsageError("bulk enrollment takes either --embeddings FILE or --from-dir DIR --bulk")

@@ -87,6 +87,24 @@ def read_embeddings(path: str | os.PathLike) -> EmbeddingsFile:
     return EmbeddingsFile(str(model_id), [str(n) for n in names], vectors, source_names, digests, notes)
 
 
+def declared_model(path: str | os.PathLike) -> str | None:
+    """The model id a file declares, read without loading its vectors (a new database takes this model);
+    None when it cannot be read here: `read_embeddings` then names the problem."""
+    path = Path(path)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:  # members load lazily: only model_id is read
+                return str(z["model_id"]) if "model_id" in z.files else None
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            meta = pq.read_schema(path).metadata or {}
+            return meta.get(b"facerec.model_id", b"").decode() or None
+    except Exception:  # damaged, missing or unreadable: reported by read_embeddings
+        return None
+    return None
+
+
 def _read_npz(path: Path):
     try:
         with np.load(path, allow_pickle=False) as z:
