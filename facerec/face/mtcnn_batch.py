@@ -120,8 +120,8 @@ def _detect_bucket(nets, device, images: list[np.ndarray], min_face_size: int) -
         pixels = pixels.pin_memory().to(device, non_blocking=True)
     # integral images, one zero row/column in front; int32 is exact while a channel's sum fits
     dtype = torch.int32 if 255 * H * W < 2**31 else torch.int64
-    integral = torch.zeros((n, 3, H + 1, W + 1), dtype=dtype, device=device)
-    integral[:, :, 1:, 1:] = pixels.permute(0, 3, 1, 2).to(dtype).cumsum(2, dtype=dtype).cumsum(3, dtype=dtype)
+    integral = torch.zeros((n, H + 1, W + 1, 3), dtype=dtype, device=device)
+    integral[:, 1:, 1:] = pixels.to(dtype).cumsum(1, dtype=dtype).cumsum(2, dtype=dtype)
     del pixels
     h_t = torch.tensor(heights, device=device)
     w_t = torch.tensor(widths, device=device)
@@ -146,16 +146,21 @@ def _detect_bucket(nets, device, images: list[np.ndarray], min_face_size: int) -
 
 def _rect_means(integral, image_idx, y0, y1, x0, x1):
     """Means over rectangles [y0,y1) x [x0,x1): image_idx (M,), y0/y1 (M,R), x0/x1 (M,S) -> (M,3,R,S) float32,
-    computed as adaptive average pooling does (sum / cell height / cell width)."""
-    b = image_idx[:, None, None]
+    computed as adaptive average pooling does (sum / cell height / cell width). `integral` is channels-last,
+    (B, H+1, W+1, 3), so each corner read is one 3-value row."""
+    _, hp, wp, _ = integral.shape
+    flat = integral.view(-1, 3)
+    base = image_idx[:, None, None] * (hp * wp)
 
     def at(ys, xs):
-        return integral[b, :, ys[:, :, None], xs[:, None, :]]  # (M,R,S,3)
+        index = (base + ys[:, :, None] * wp + xs[:, None, :]).reshape(-1)
+        return flat.index_select(0, index)
 
     total = at(y1, x1) - at(y0, x1) - at(y1, x0) + at(y0, x0)
+    m, r, s = y0.shape[0], y0.shape[1], x0.shape[1]
     kh = (y1 - y0).float()[:, :, None, None]
     kw = (x1 - x0).float()[:, None, :, None]
-    return (total.float() / kh / kw).permute(0, 3, 1, 2)
+    return (total.view(m, r, s, 3).float() / kh / kw).permute(0, 3, 1, 2)
 
 
 def _cells(start, extent, out, width: int):
