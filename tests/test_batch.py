@@ -141,8 +141,12 @@ def test_analysing_workers_give_the_main_process_results(scanned, tmp_path):
     other = BatchService(Settings.resolve(db=str(tmp_path / "w.db")))
     report = other.scan([str(photos)], "w", replace(OPTIONS, workers=2, analyse_in_workers=True))
     a, b = service.store.faces(service.store.job_id("album")), other.store.faces(other.store.job_id("w"))
-    key = lambda f: sorted(zip(f.paths, f.face_index.tolist(), [tuple(x) for x in f.boxes]))  # noqa: E731
-    assert report.errors == 1 and key(a) == key(b)
+    key = lambda f: sorted(zip(f.paths, f.face_index.tolist()))  # noqa: E731
+    assert report.errors == 1, report.error_samples
+    assert key(a) == key(b)
+    # boxes are stored to 0.1 px; detection batched with other photos moves them by float rounding only
+    boxes = lambda f: np.asarray(f.boxes)[np.lexsort((f.face_index, f.paths))]  # noqa: E731
+    assert np.abs(boxes(a) - boxes(b)).max() <= 0.1 + 1e-6
     ea = a.embeddings[np.lexsort((a.face_index, a.paths))]
     eb = b.embeddings[np.lexsort((b.face_index, b.paths))]
     assert np.allclose(ea, eb, atol=1e-5)
