@@ -69,7 +69,8 @@ def main() -> None:
     rgbs = [p.rgb for p in photos]
     n = len(rgbs)
 
-    fr.analyse(rgbs[: min(n, args.chunk)])  # model load, CUDA start, kernel selection
+    warm = fr.analyse(rgbs[: min(n, args.chunk)])  # model load, CUDA start, kernel selection
+    fr.identify_faces([f for a in warm for f in a.faces], 3)  # gallery and index load
     sync()
     sweep = {}
     for size in [int(s) for s in args.sweep.split(",") if s]:
