@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # The GPU throughput run of issue 20 (one device call): stage table + cold CLI scan over LFW JPEG files.
-#   bash benchmarks/batch_gpu_run.sh PACK OUT [COPIES] [PYSITE]
+#   bash benchmarks/batch_gpu_run.sh PACK OUT [COPIES] [PYSITE] [WORKERS (default: CPUs - 2)]
 # PACK holds photos.tar (folder r0/: the first 2,600 LFW photos in path order, JPEG files) and, on the device,
 # site.tar.xz (sqlalchemy, alembic, mako, faiss-cpu, facenet-pytorch installed for cp312). The photo folder is
 # copied COPIES times (real copies: the walk reads each path; a hard link would count as one file).
 set -euo pipefail
-PACK=$1; OUT=$2; COPIES=${3:-8}; PYSITE=${4:-/tmp/site}
+PACK=$1; OUT=$2; COPIES=${3:-8}; PYSITE=${4:-/tmp/site}; WORKERS=${5:-}
 if [ -f "$PACK/site.tar.xz" ] && [ ! -d "$PYSITE/faiss" ]; then mkdir -p "$PYSITE" && tar -C "$PYSITE" -xJf "$PACK/site.tar.xz"; fi
 export PYTHONPATH=$PYSITE:$PWD FACEREC_HOME=/tmp/fh_t20 PYTHONUNBUFFERED=1
 PHOTOS=/tmp/photos_t20; rm -rf $PHOTOS /tmp/fh_t20 /tmp/t20cli.db*; mkdir -p $PHOTOS
 tar -C $PHOTOS -xf "$PACK/photos.tar"
 for i in $(seq 1 $((COPIES - 1))); do cp -r $PHOTOS/r0 $PHOTOS/r$i; done
-W=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
+W=${WORKERS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}
 { uname -a; nproc; uptime; python3 -c 'import torch; print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))'; } > "$OUT/machine.txt" 2>&1
 command -v nvidia-smi >/dev/null && { nvidia-smi dmon -s u -d 1 > "$OUT/dmon.txt" 2>&1 & }
 python3 benchmarks/batch_stage_times.py $PHOTOS --workers $W --chunk 1024 --task 32 --sweep 256,2048 \
