@@ -31,11 +31,12 @@ class ScanOptions:
     workers: int = 2  # decoding processes (0: decode in the main process)
     chunk: int = 32  # photos per detection/embedding batch and per transaction
     max_side: int = DEFAULT_MAX_SIDE
-    in_flight: int = 128  # photos decoded ahead of the detector at most (bounds memory; 2 chunks at least)
-    task: int = 8  # photos per worker task
+    in_flight: int = 128  # photos decoded ahead of the detector (bounds memory; 2 chunks, 2 tasks a worker at least)
+    task: int = 8  # photos per reading worker's task (an analysing worker's task is a chunk)
     limit: int | None = None  # stop after this many new photos (for measurements and tests)
-    # CPU without a GPU: the workers also detect and embed (each loads the model once), using every core;
-    # the main process then only identifies and writes. Off: batched detection/embedding in the main process.
+    # The workers also detect (one batch per chunk) and embed, each loading the models once: on CPU this uses
+    # every core; on a GPU several processes keep it busy where one process's Python cannot. The main process
+    # then only identifies and writes. Off: batched detection/embedding in the main process.
     analyse_in_workers: bool = False
 
 
@@ -115,9 +116,10 @@ def read_ahead(todo: Sequence[tuple[FileEntry, KnownFile | None]], options: Scan
             yield read_photo(*job(item)), item[1]
         return
     task, start = (read_and_analyse, _start_analyser) if options.analyse_in_workers else (read_photos, None)
-    size = max(1, options.task)
+    # an analysing worker's task is one detection batch (a chunk); a reading worker's, a few photos
+    size = max(1, options.chunk if options.analyse_in_workers else options.task)
     tasks = iter([todo[i: i + size] for i in range(0, len(todo), size)])
-    in_flight = max(options.in_flight, 2 * options.chunk) // size + 1
+    in_flight = max(-(-max(options.in_flight, 2 * options.chunk) // size), 2 * options.workers)
     # spawn, not fork: the main process holds torch threads that a fork would copy half-locked
     with multiprocessing.get_context("spawn").Pool(options.workers, start, (settings,) if start else ()) as pool:
         pending: deque = deque()

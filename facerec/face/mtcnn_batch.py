@@ -112,12 +112,13 @@ def _detect_bucket(nets, device, images: list[np.ndarray], min_face_size: int) -
     heights = [im.shape[0] for im in images]
     widths = [im.shape[1] for im in images]
     H, W = max(heights), max(widths)
-    host = np.zeros((n, H, W, 3), dtype=np.uint8)
-    for i, im in enumerate(images):
-        host[i, : im.shape[0], : im.shape[1]] = im
-    pixels = torch.from_numpy(host)
-    if device.type == "cuda":
-        pixels = pixels.pin_memory().to(device, non_blocking=True)
+    if all(im.shape[:2] == (H, W) for im in images):
+        host = np.stack(images)
+    else:
+        host = np.zeros((n, H, W, 3), dtype=np.uint8)
+        for i, im in enumerate(images):
+            host[i, : im.shape[0], : im.shape[1]] = im
+    pixels = torch.from_numpy(host).to(device)
     # integral images, one zero row/column in front; int32 is exact while a channel's sum fits
     dtype = torch.int32 if 255 * H * W < 2**31 else torch.int64
     integral = torch.zeros((n, H + 1, W + 1, 3), dtype=dtype, device=device)
@@ -131,15 +132,17 @@ def _detect_bucket(nets, device, images: list[np.ndarray], min_face_size: int) -
     boxes, points, image_idx = _stage_three(nets, integral, boxes, image_idx, h_t, w_t)
 
     boxes, points, image_idx = boxes.cpu().numpy(), points.cpu().numpy(), image_idx.cpu().numpy()
+    order = np.argsort(image_idx, kind="stable")
+    bounds = np.searchsorted(image_idx[order], np.arange(n + 1))
     results = []
     for i in range(n):
-        sel = np.flatnonzero(image_idx == i)
+        sel = order[bounds[i]: bounds[i + 1]]
         if len(sel) == 0:
             results.append(_empty())
             continue
         b, p = boxes[sel], points[sel]
-        order = np.argsort((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[::-1]  # largest first, as facenet-pytorch
-        b, p = b[order], p[order]
+        largest = np.argsort((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[::-1]  # largest first, as facenet-pytorch
+        b, p = b[largest], p[largest]
         results.append((b[:, :4].astype(np.float64), b[:, 4].astype(np.float64), p.astype(np.float64)))
     return results
 
@@ -190,18 +193,34 @@ def _batched_nms(boxes, scores, image_idx, threshold: float):
 
 
 def _min_nms(boxes, scores, image_idx, threshold: float):
-    """MTCNN's last NMS ("Min": overlap over the smaller box), within each photo, in float64."""
+    """MTCNN's last NMS ("Min": overlap over the smaller box, facenet-pytorch's `nms_numpy`), within each photo,
+    in float64: all photos at once, one greedy step per rank (photos hold few boxes by now)."""
     import torch
-    from facenet_pytorch.models.utils.detect_face import nms_numpy
 
     b = boxes.double().cpu().numpy()
     s = scores.double().cpu().numpy()
     idx = image_idx.cpu().numpy()
-    keep = []
-    for i in np.unique(idx):
-        members = np.flatnonzero(idx == i)
-        keep.extend(members[nms_numpy(b[members], s[members], threshold, "Min")])
-    return torch.as_tensor(np.asarray(keep, dtype=np.int64), device=boxes.device)
+    order = np.lexsort((-s, idx))  # by photo, best score first
+    idx_sorted = idx[order]
+    starts = np.searchsorted(idx_sorted, idx_sorted, side="left")
+    rank = np.arange(len(order)) - starts
+    photos, slot = np.unique(idx_sorted, return_inverse=True)
+    depth = int(rank.max()) + 1
+    grid = np.full((len(photos), depth), -1)
+    grid[slot, rank] = order
+    valid = grid >= 0
+    g = b[np.where(valid, grid, 0)]  # (P, K, 4)
+    area = (g[..., 2] - g[..., 0] + 1) * (g[..., 3] - g[..., 1] + 1)
+    w = np.maximum(0.0, np.minimum(g[:, :, None, 2], g[:, None, :, 2])
+                   - np.maximum(g[:, :, None, 0], g[:, None, :, 0]) + 1)
+    h = np.maximum(0.0, np.minimum(g[:, :, None, 3], g[:, None, :, 3])
+                   - np.maximum(g[:, :, None, 1], g[:, None, :, 1]) + 1)
+    overlap = w * h / np.minimum(area[:, :, None], area[:, None, :])
+    alive = valid.copy()
+    later = np.triu(np.ones((depth, depth), dtype=bool), 1)
+    for k in range(depth):
+        alive &= ~(alive[:, k:k + 1] & (overlap[:, k, :] > threshold) & later[k])
+    return torch.as_tensor(grid[alive], device=boxes.device)
 
 
 def _pnet(pnet, data, out_h, out_w):
