@@ -27,9 +27,9 @@ THRESHOLDS = (0.6, 0.7, 0.7)  # P-net, R-net, O-net: facenet-pytorch's defaults 
 FACTOR = 0.709  # pyramid step
 NMS_LEVEL, NMS_IMAGE, NMS_FINAL = 0.5, 0.7, 0.7
 # Photos per bucket: their padded pixels at most this many (bounds memory: P-net's first level holds about
-# 10 floats per photo pixel); the CPU value keeps a bucket's tensors cache-sized.
+# 10 floats per photo pixel); on CPU, ~16 LFW-size photos a batch measured fastest (14 vs 19 ms a photo alone).
 GPU_BATCH_PIXELS = 48_000_000
-CPU_BATCH_PIXELS = 2_000_000
+CPU_BATCH_PIXELS = 500_000
 REFINE_CHUNK = 4096  # R-net / O-net crops per forward pass
 
 
