@@ -131,8 +131,8 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(lfw, tmp_path):
     assert key(killed) == key(clean)
     order = np.argsort([p + str(i) for p, i in zip(killed.paths, killed.face_index)])
     order_clean = np.argsort([p + str(i) for p, i in zip(clean.paths, clean.face_index)])
-    # detection is batched with the chunk's other photos: float rounding moves landmarks by ~1e-5 px
-    assert np.allclose(killed.embeddings[order], clean.embeddings[order_clean], atol=1e-4)
+    # detection and embedding are batched with the chunk's other photos (float rounding differs by batch)
+    assert (killed.embeddings[order] * clean.embeddings[order_clean]).sum(1).min() > 0.99999
 
 
 def test_analysing_workers_give_the_main_process_results(scanned, tmp_path):
@@ -150,7 +150,8 @@ def test_analysing_workers_give_the_main_process_results(scanned, tmp_path):
     assert np.abs(boxes(a) - boxes(b)).max() <= 0.1 + 1e-6
     ea = a.embeddings[np.lexsort((a.face_index, a.paths))]
     eb = b.embeddings[np.lexsort((b.face_index, b.paths))]
-    assert np.allclose(ea, eb, atol=1e-4)
+    # the same faces; embedding batches differ (the chunk vs the worker's task): float rounding only
+    assert (ea * eb).sum(1).min() > 0.99999
 
 
 def test_average_linkage_matches_sklearn_without_constraints(scanned):
