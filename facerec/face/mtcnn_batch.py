@@ -89,20 +89,19 @@ class MTCNNDetector:
         with self._lock, torch.inference_mode():
             for members in buckets.values():
                 batch: list[int] = []
+                height = width = 0  # the batch's padded shape
                 for i in members + [-1]:
-                    if batch and (i < 0 or _padded_pixels(images, batch + [i]) > limit):
+                    if i >= 0:
+                        h, w = images[i].shape[:2]
+                    if batch and (i < 0 or (len(batch) + 1) * max(height, h) * max(width, w) > limit):
                         for j, result in zip(batch, _detect_bucket(nets, device, [images[k] for k in batch],
                                                                    self.min_face_size)):
                             results[j] = result
-                        batch = []
+                        batch, height, width = [], 0, 0
                     if i >= 0:
                         batch.append(i)
+                        height, width = max(height, h), max(width, w)
         return results
-
-
-def _padded_pixels(images: Sequence[np.ndarray], indices: list[int]) -> int:
-    return (len(indices) * max(images[i].shape[0] for i in indices)
-            * max(images[i].shape[1] for i in indices))
 
 
 def _detect_bucket(nets, device, images: list[np.ndarray], min_face_size: int) -> list[Result]:
