@@ -27,7 +27,7 @@ import numpy as np
 from facerec.api import evaluation_pipeline
 from facerec.face.align import align_face
 from facerec.io import image_files, load_image
-from facerec.models.mtcnn import MTCNNDetector
+from facerec.face.mtcnn_batch import MTCNNDetector
 from facerec.models.yunet import YuNetDetector
 
 

@@ -131,7 +131,8 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(lfw, tmp_path):
     assert key(killed) == key(clean)
     order = np.argsort([p + str(i) for p, i in zip(killed.paths, killed.face_index)])
     order_clean = np.argsort([p + str(i) for p, i in zip(clean.paths, clean.face_index)])
-    assert np.allclose(killed.embeddings[order], clean.embeddings[order_clean], atol=1e-5)
+    # detection and embedding are batched with the chunk's other photos (float rounding differs by batch)
+    assert (killed.embeddings[order] * clean.embeddings[order_clean]).sum(1).min() > 0.99999
 
 
 def test_analysing_workers_give_the_main_process_results(scanned, tmp_path):
@@ -141,11 +142,16 @@ def test_analysing_workers_give_the_main_process_results(scanned, tmp_path):
     other = BatchService(Settings.resolve(db=str(tmp_path / "w.db")))
     report = other.scan([str(photos)], "w", replace(OPTIONS, workers=2, analyse_in_workers=True))
     a, b = service.store.faces(service.store.job_id("album")), other.store.faces(other.store.job_id("w"))
-    key = lambda f: sorted(zip(f.paths, f.face_index.tolist(), [tuple(x) for x in f.boxes]))  # noqa: E731
-    assert report.errors == 1 and key(a) == key(b)
+    key = lambda f: sorted(zip(f.paths, f.face_index.tolist()))  # noqa: E731
+    assert report.errors == 1, report.error_samples
+    assert key(a) == key(b)
+    # boxes are stored to 0.1 px; detection batched with other photos moves them by float rounding only
+    boxes = lambda f: np.asarray(f.boxes)[np.lexsort((f.face_index, f.paths))]  # noqa: E731
+    assert np.abs(boxes(a) - boxes(b)).max() <= 0.1 + 1e-6
     ea = a.embeddings[np.lexsort((a.face_index, a.paths))]
     eb = b.embeddings[np.lexsort((b.face_index, b.paths))]
-    assert np.allclose(ea, eb, atol=1e-5)
+    # the same faces; embedding batches differ (the chunk vs the worker's task): float rounding only
+    assert (ea * eb).sum(1).min() > 0.99999
 
 
 def test_average_linkage_matches_sklearn_without_constraints(scanned):

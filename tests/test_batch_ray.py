@@ -27,6 +27,7 @@ def test_ray_local_mode_matches_local_engine(lfw, tmp_path):
     a, b = (service.store.faces(service.store.job_id(j)) for j in ("local", "ray"))
     assert a.paths == b.paths and a.face_index.tolist() == b.face_index.tolist()
     assert np.allclose(np.array(a.boxes), np.array(b.boxes), atol=0.11)
-    assert np.allclose(a.embeddings, b.embeddings, atol=1e-5)
+    # Ray's batches are not the local engine's chunks: float rounding differs with the batch
+    assert (a.embeddings * b.embeddings).sum(1).min() > 0.99999
     assert a.match == b.match and np.allclose(a.score, b.score, atol=1e-5)
     assert service.scan([str(photos)], "ray", options, engine="ray").scanned == 0  # same skip rule

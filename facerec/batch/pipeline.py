@@ -1,5 +1,6 @@
-"""The batch scan, streamed: worker processes read (hash, decode, shrink), the main process detects, embeds
-and identifies a chunk of photos at a time and writes the chunk in one transaction.
+"""The batch scan, streamed: worker processes read (hash, decode, shrink) a few photos per task, the main
+process detects (one MTCNN batch), embeds and identifies a chunk of photos at a time, and a writer thread
+writes each chunk in one transaction while the next one is analysed.
 
 Memory stays flat: at most `in_flight` photos are decoded ahead of the detector, and nothing of a chunk is
 kept after its transaction. A run killed at any point loses at most the chunk in progress; the next run skips
@@ -9,6 +10,8 @@ every photo already written (same path, size and mtime; else same SHA-256) and g
 from __future__ import annotations
 
 import multiprocessing
+import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -28,10 +31,12 @@ class ScanOptions:
     workers: int = 2  # decoding processes (0: decode in the main process)
     chunk: int = 32  # photos per detection/embedding batch and per transaction
     max_side: int = DEFAULT_MAX_SIDE
-    in_flight: int = 128  # photos decoded ahead of the detector at most (bounds memory)
+    in_flight: int = 128  # photos decoded ahead of the detector (bounds memory; 2 chunks, 2 tasks a worker at least)
+    task: int = 8  # photos per reading worker's task (an analysing worker's task is a chunk)
     limit: int | None = None  # stop after this many new photos (for measurements and tests)
-    # CPU without a GPU: the workers also detect and embed (each loads the model once), using every core;
-    # the main process then only identifies and writes. Off: batched detection/embedding in the main process.
+    # The workers also detect (one batch per chunk) and embed, each loading the models once: on CPU this uses
+    # every core; on a GPU several processes keep it busy where one process's Python cannot. The main process
+    # then only identifies and writes. Off: batched detection/embedding in the main process.
     analyse_in_workers: bool = False
 
 
@@ -78,18 +83,31 @@ def _start_analyser(settings: Settings) -> None:
     _worker_engine = FaceRec(settings)
 
 
-def read_and_analyse(entry: FileEntry, known_sha256: str | None, max_side: int, max_pixels: int) -> ReadPhoto:
-    """A worker's whole share: read the photo, then detect and embed its faces (the pixels stay here)."""
-    photo = read_photo(entry, known_sha256, max_side, max_pixels)
-    if photo.rgb is None:
-        return photo
-    return replace(photo, rgb=None, faces=tuple(_worker_engine.analyse([photo.rgb])[0].faces))
+ReadJob = tuple[FileEntry, str | None, int, int]  # entry, known SHA-256, max side, max pixels
+
+
+def read_photos(jobs: Sequence[ReadJob]) -> list[ReadPhoto]:
+    """A worker's task: read (hash, decode, shrink) a few photos; one task per few photos keeps the
+    inter-process overhead off the rate."""
+    return [read_photo(*job) for job in jobs]
+
+
+def read_and_analyse(jobs: Sequence[ReadJob]) -> list[ReadPhoto]:
+    """A worker's task when it analyses too: read a few photos, then detect (one batch) and embed their faces;
+    the pixels stay here."""
+    photos = read_photos(jobs)
+    readable = [i for i, p in enumerate(photos) if p.rgb is not None]
+    analysed = _worker_engine.analyse([photos[i].rgb for i in readable]) if readable else []
+    for i, found in zip(readable, analysed):
+        photos[i] = replace(photos[i], rgb=None, faces=tuple(found.faces))
+    return photos
 
 
 def read_ahead(todo: Sequence[tuple[FileEntry, KnownFile | None]], options: ScanOptions,
                settings: Settings) -> Iterator[tuple[ReadPhoto, KnownFile | None]]:
-    """Photos read by a pool of spawned processes, in order, with a bounded number in flight."""
-    def job(item: tuple[FileEntry, KnownFile | None]) -> tuple:
+    """Photos read by a pool of spawned processes (a task of `options.task` photos each), in order, with a
+    bounded number in flight (at least two detection chunks, so the detector never waits on a chunk)."""
+    def job(item: tuple[FileEntry, KnownFile | None]) -> ReadJob:
         entry, old = item
         return entry, old.sha256 if old else None, options.max_side, settings.max_pixels
 
@@ -97,21 +115,26 @@ def read_ahead(todo: Sequence[tuple[FileEntry, KnownFile | None]], options: Scan
         for item in todo:
             yield read_photo(*job(item)), item[1]
         return
-    task, start = (read_and_analyse, _start_analyser) if options.analyse_in_workers else (read_photo, None)
+    task, start = (read_and_analyse, _start_analyser) if options.analyse_in_workers else (read_photos, None)
+    # an analysing worker's task is one detection batch (a chunk); a reading worker's, a few photos
+    size = max(1, options.chunk if options.analyse_in_workers else options.task)
+    tasks = iter([todo[i: i + size] for i in range(0, len(todo), size)])
+    in_flight = max(-(-max(options.in_flight, 2 * options.chunk) // size), 2 * options.workers)
     # spawn, not fork: the main process holds torch threads that a fork would copy half-locked
     with multiprocessing.get_context("spawn").Pool(options.workers, start, (settings,) if start else ()) as pool:
         pending: deque = deque()
-        items = iter(todo)
-        for item in items:
-            pending.append((pool.apply_async(task, job(item)), item[1]))
-            if len(pending) >= options.in_flight:
+        for items in tasks:
+            pending.append((pool.apply_async(task, ([job(item) for item in items],)), items))
+            if len(pending) >= in_flight:
                 break
         while pending:
-            result, old = pending.popleft()
-            yield result.get(), old
-            nxt = next(items, None)
+            result, items = pending.popleft()
+            photos = result.get()
+            nxt = next(tasks, None)
             if nxt is not None:
-                pending.append((pool.apply_async(task, job(nxt)), nxt[1]))
+                pending.append((pool.apply_async(task, ([job(item) for item in nxt],)), nxt))
+            for photo, (_, old) in zip(photos, items):
+                yield photo, old
 
 
 @dataclass
@@ -161,25 +184,76 @@ def scan_job(fr: FaceRec, roots: Sequence[str], job: str, options: ScanOptions, 
 def scan(fr: FaceRec, roots: Sequence[str], job: str, options: ScanOptions = ScanOptions(),
          progress: Progress | None = None) -> ScanReport:
     """Scan `roots` into job `job`: every face of every new or changed photo, identified against the gallery."""
-    with scan_job(fr, roots, job, options, progress) as run:
+    with scan_job(fr, roots, job, options, progress) as run, ChunkWriter(fr, run) as writer:
         chunk: list[tuple[ReadPhoto, KnownFile | None]] = []
         for item in read_ahead(run.todo, options, fr.settings):
             chunk.append(item)
             if len(chunk) >= options.chunk:
-                run.advance(process_chunk(fr, run.store, run.job_id, chunk, options, run.report))
+                writer.put(*analyse_chunk(fr, chunk, options))
                 chunk = []
         if chunk:
-            run.advance(process_chunk(fr, run.store, run.job_id, chunk, options, run.report))
+            writer.put(*analyse_chunk(fr, chunk, options))
     return run.report
 
 
-def process_chunk(fr: FaceRec, store: BatchStore, job_id: int, chunk: list[tuple[ReadPhoto, KnownFile | None]],
-                  options: ScanOptions, report: ScanReport) -> int:
-    """Detect, embed and identify a chunk of read photos, then write it in one transaction."""
+Touched = list[tuple[int, int]]  # (file id, new mtime) of photos whose content was already stored
+
+
+def analyse_chunk(fr: FaceRec, chunk: list[tuple[ReadPhoto, KnownFile | None]],
+                  options: ScanOptions) -> tuple[list[ScannedFile], Touched, int]:
+    """Detect, embed and identify a chunk of read photos: what `commit_chunk` writes, and how many photos."""
     touched = [(old.id, photo.mtime_ns) for photo, old in chunk if photo.unchanged and old is not None]
     files = analyse_photos(fr, [photo for photo, _ in chunk if not photo.unchanged], options.top_k)
-    commit_chunk(fr, store, job_id, files, touched, report)
-    return len(chunk)
+    return files, touched, len(chunk)
+
+
+class ChunkWriter:
+    """Writes analysed chunks in order on a thread of its own (one transaction each), so the database is off
+    the detector's critical path. At most `depth` chunks wait; a write error stops the scan at the next chunk
+    and is raised. A killed run loses only chunks not yet written (the next run reads them again)."""
+
+    def __init__(self, fr: FaceRec, run: ScanJob, depth: int = 2) -> None:
+        self.fr, self.run = fr, run
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name="facerec-batch-writer", daemon=True)
+        url = fr.store.engine.url
+        # an in-memory SQLite database exists on one connection of one thread: write there, inline
+        self.inline = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+    def __enter__(self) -> "ChunkWriter":
+        if not self.inline:
+            self.thread.start()
+        return self
+
+    def put(self, files: list[ScannedFile], touched: Touched, count: int) -> None:
+        if self.inline:
+            self._write(files, touched, count)
+            return
+        if self.error is not None:
+            raise self.error
+        self.queue.put((files, touched, count))
+
+    def _write(self, files: list[ScannedFile], touched: Touched, count: int) -> None:
+        commit_chunk(self.fr, self.run.store, self.run.job_id, files, touched, self.run.report)
+        self.run.advance(count)
+
+    def _loop(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is not None:
+                continue
+            try:
+                self._write(*item)
+            except BaseException as exc:  # handed to the scanning thread
+                self.error = exc
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.inline:
+            return
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and exc is None:
+            raise self.error
 
 
 def commit_chunk(fr: FaceRec, store: BatchStore, job_id: int, files: list[ScannedFile],

@@ -16,10 +16,10 @@ import numpy as np
 from PIL import Image
 
 from facerec.errors import FacerecError
-from facerec.io.images import load_image
+from facerec.io.images import HEIF_SUFFIXES, load_image
 
-# What a batch scan reads (decoding still checks the real format). HEIC: no registry package decodes it here.
-PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+# What a batch scan reads (decoding still checks the real format); HEIC/HEIF with the `heic` extra installed.
+PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}) | HEIF_SUFFIXES
 DEFAULT_MAX_SIDE = 1600  # photos are shrunk to this longer side before detection (faces >= 20 px still found)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -39,9 +40,27 @@ def detect_faces(
     detector, rgb: np.ndarray, min_score: float = 0.9, min_size: float = 20
 ) -> list[Detection]:
     """All faces with score >= min_score and box side >= min_size, largest first."""
-    boxes, scores, points = detector.detect(rgb)
-    if len(boxes) and _runs_past_edge(boxes, rgb.shape):
-        boxes, scores, points = _detect_padded(detector, rgb)
+    return detect_faces_many(detector, [rgb], min_score, min_size)[0]
+
+
+def detect_faces_many(
+    detector, images: Sequence[np.ndarray], min_score: float = 0.9, min_size: float = 20
+) -> list[list[Detection]]:
+    """`detect_faces` for many photos: one batch through a detector that takes many (`detect_many`, MTCNN),
+    else one photo at a time; photos with a close-up cut by the border are re-detected padded, as one batch."""
+    run = getattr(detector, "detect_many", None) or (lambda batch: [detector.detect(rgb) for rgb in batch])
+    found = list(run(images))
+    redo = [i for i, (boxes, _, _) in enumerate(found) if len(boxes) and _runs_past_edge(boxes, images[i].shape)]
+    if redo:
+        pads = [int(round(EDGE_PAD_FRACTION * max(images[i].shape[:2]))) for i in redo]
+        padded = [cv2.copyMakeBorder(images[i], p, p, p, p, cv2.BORDER_REPLICATE) for i, p in zip(redo, pads)]
+        for i, pad, (boxes, scores, points) in zip(redo, pads, run(padded)):
+            found[i] = (boxes - pad, scores, points - pad)
+    return [_kept(boxes, scores, points, min_score, min_size) for boxes, scores, points in found]
+
+
+def _kept(boxes: np.ndarray, scores: np.ndarray, points: np.ndarray, min_score: float,
+          min_size: float) -> list[Detection]:
     faces = [
         Detection(box=b, score=float(s), landmarks=p)
         for b, s, p in zip(boxes, scores, points)
@@ -57,10 +76,3 @@ def _runs_past_edge(boxes: np.ndarray, shape: tuple[int, ...]) -> bool:
         np.any(boxes[:, 0] < 0) or np.any(boxes[:, 1] < 0)
         or np.any(boxes[:, 2] > width) or np.any(boxes[:, 3] > height)
     )
-
-
-def _detect_padded(detector, rgb: np.ndarray):
-    pad = int(round(EDGE_PAD_FRACTION * max(rgb.shape[:2])))
-    padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    boxes, scores, points = detector.detect(padded)
-    return boxes - pad, scores, points - pad

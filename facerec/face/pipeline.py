@@ -10,13 +10,13 @@ import numpy as np
 
 from facerec.errors import MultipleFacesError, NoFaceError
 from facerec.face.align import align_face
-from facerec.face.detect import Detection, detect_faces
+from facerec.face.detect import Detection, detect_faces, detect_faces_many
+from facerec.face.mtcnn_batch import MTCNNDetector
 from facerec.face.quality import QualityPolicy, QualityReport, assess
 from facerec.face.selection import select_subject
 from facerec.io import ImageInput, load_image
 from facerec.io.images import DEFAULT_MAX_PIXELS
 from facerec.models.base import EmbeddingModel
-from facerec.models.mtcnn import MTCNNDetector
 from facerec.models.runtime import configure_torch
 
 
@@ -92,8 +92,9 @@ class FacePipeline:
         return ImageFaces(rgb, self.faces_in(rgb, self.detect(rgb)))
 
     def analyse_many(self, images: Sequence[np.ndarray]) -> list[ImageFaces]:
-        """Decoded images → faces, with one embedding batch for all their faces (cheaper than one per image)."""
-        found = [(rgb, self.detect(rgb)) for rgb in images]
+        """Decoded images → faces: one detection batch (MTCNN over size buckets) and one embedding batch for
+        all their faces (cheaper than one of each per image)."""
+        found = list(zip(images, detect_faces_many(self.detector, images, self.min_score, self.min_size)))
         crops = [align_face(rgb, d.landmarks, self.model.template) for rgb, dets in found for d in dets]
         embeddings = self.model.embed(np.stack(crops), flip_fusion=self.flip_fusion) if crops else []
         results, k = [], 0

@@ -21,9 +21,17 @@ from facerec.errors import ImageError, InputPathError
 # A path, encoded file bytes (an upload), a decoded array or a PIL image.
 ImageInput = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
 
+try:  # HEIC/HEIF (phone photos): the optional `heic` extra, pillow-heif (its wheels bundle libheif)
+    from pillow_heif import register_heif_opener
+except ImportError:
+    HEIF_SUFFIXES: frozenset[str] = frozenset()
+else:
+    register_heif_opener()  # Pillow then opens HEIF like any format: size from the header, decode on load()
+    HEIF_SUFFIXES = frozenset({".heic", ".heif"})
+
 # File suffixes treated as photos when scanning folders (decoding still checks the real format).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"})
-SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF", "PPM", "MPO"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm"}) | HEIF_SUFFIXES
+SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF", "PPM", "MPO", "HEIF"})
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: larger than any camera frame, far below a bomb (evaluation tools)
 # What the engine accepts for enroll / verify / identify / uploads (Settings.max_pixels, FACEREC_MAX_PIXELS):
 # detection on a 49 MP frame took 52 s and 3.1 GB here (SECURITY.md); 16 MP holds a 12 MP phone photo

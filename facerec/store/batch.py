@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from facerec.errors import FacerecError
 from facerec.store.repository import Store
@@ -172,26 +172,29 @@ class BatchStore:
     def write_chunk(self, job_id: int, model_id: str, files: Sequence[ScannedFile]) -> int:
         """Store scanned files with all their faces in one transaction (a changed file replaces its old row).
         Returns the number of faces written."""
-        written = 0
         with self.store.session() as s:
             paths = [f.path for f in files]
             old = s.scalars(select(BatchFile.id).where(BatchFile.job_id == job_id, BatchFile.path.in_(paths))).all()
             if old:
                 s.execute(delete(BatchFace).where(BatchFace.file_id.in_(old)))
                 s.execute(delete(BatchFile).where(BatchFile.id.in_(old)))
-            for f in files:
-                row = BatchFile(job_id=job_id, path=f.path, size=f.size, mtime_ns=f.mtime_ns, sha256=f.sha256,
-                                width=f.width, height=f.height, error=f.error[:1024] if f.error else None)
-                s.add(row)
-                s.flush()
-                s.add_all([BatchFace(
-                    job_id=job_id, file_id=row.id, face_index=k, box=face.box,
-                    detection_score=face.detection_score, quality=face.quality, quality_passed=face.quality_passed,
-                    model_id=model_id, embedding=np.asarray(face.embedding, dtype="<f4").tobytes(),
-                    match=face.match, score=face.score, margin=face.margin, candidates=face.candidates,
-                ) for k, face in enumerate(f.faces)])
-                written += len(f.faces)
-        return written
+            if not files:
+                return 0
+            # bulk inserts (no ORM unit of work): the file rows' ids come back in parameter order
+            ids = s.scalars(insert(BatchFile).returning(BatchFile.id, sort_by_parameter_order=True), [
+                {"job_id": job_id, "path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "sha256": f.sha256,
+                 "width": f.width, "height": f.height, "error": f.error[:1024] if f.error else None,
+                 "scanned_at": utcnow()} for f in files]).all()
+            faces = [{
+                "job_id": job_id, "file_id": file_id, "face_index": k, "box": face.box,
+                "detection_score": face.detection_score, "quality": face.quality,
+                "quality_passed": face.quality_passed, "model_id": model_id,
+                "embedding": np.asarray(face.embedding, dtype="<f4").tobytes(), "match": face.match,
+                "score": face.score, "margin": face.margin, "candidates": face.candidates,
+            } for file_id, f in zip(ids, files) for k, face in enumerate(f.faces)]
+            if faces:
+                s.execute(insert(BatchFace), faces)
+        return len(faces)
 
     def file_errors(self, job_id: int) -> list[tuple[str, str]]:
         with self.store.session() as s:
