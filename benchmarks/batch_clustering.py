@@ -221,7 +221,7 @@ def calibrate(args) -> None:
     if args.write:
         path = REPO / "facerec" / "data" / "batch_cluster.json"
         data = json.loads(path.read_text()) if path.is_file() else {}
-        data[service.fr.card.id] = {
+        data[service.store.job_model(service.store.job_id(args.job))] = {
             "threshold": best["ours"],
             "provenance": f"highest threshold within 0.005 of the best BCubed F "
                           f"({results['ours'][best['ours']]:.4f} there) of a 0.30-0.72 sweep on "
