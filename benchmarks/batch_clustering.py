@@ -18,6 +18,7 @@ Metrics: pairwise and BCubed precision / recall / F over subject faces.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -34,7 +35,7 @@ from facerec.batch.cluster import ClusterInput, cluster  # noqa: E402
 from facerec.batch.service import BatchService  # noqa: E402
 from facerec.batch.thresholds import CLUSTER_FILE, cluster_threshold, scaled_threshold  # noqa: E402
 from facerec.store.batch import FaceRows  # noqa: E402
-from facerec.store.schema import BatchFile  # noqa: E402
+from facerec.store.schema import BatchFaceEmbedding, BatchFile  # noqa: E402
 
 IMMICH_DEFAULT = (0.5, 3)  # Immich's machine-learning defaults: maxDistance 0.5, minFaces 3
 SWEEP = np.round(np.arange(0.30, 0.721, 0.02), 2)
@@ -157,6 +158,21 @@ def load(db: Path, job: str) -> tuple[BatchService, FaceRows, np.ndarray, dict[i
     return service, faces, subject, sizes
 
 
+def staged_embeddings(service: BatchService, job: str, model: str, ids: np.ndarray) -> np.ndarray:
+    """The job's faces' embeddings by `model` staged by `batch reembed --no-switch`, in `ids` order (every
+    face must have one)."""
+    from sqlalchemy import select
+
+    with service.fr.store.session() as s:
+        staged = dict(s.execute(select(BatchFaceEmbedding.face_id, BatchFaceEmbedding.embedding).where(
+            BatchFaceEmbedding.job_id == service.store.job_id(job), BatchFaceEmbedding.model_id == model,
+            BatchFaceEmbedding.embedding.is_not(None))).all())
+    lacking = [int(i) for i in ids if int(i) not in staged]
+    if lacking:
+        sys.exit(f"{len(lacking)} faces have no staged {model} embedding (first: face {lacking[0]})")
+    return np.stack([np.frombuffer(staged[int(i)], dtype="<f4") for i in ids]).astype(np.float32)
+
+
 def truth_of(path: str) -> str:
     return Path(path).parent.name
 
@@ -205,7 +221,7 @@ def calibrate(args) -> None:
     if args.write:
         path = REPO / "facerec" / "data" / "batch_cluster.json"
         data = json.loads(path.read_text()) if path.is_file() else {}
-        data[service.fr.card.id] = {
+        data[service.store.job_model(service.store.job_id(args.job))] = {
             "threshold": best["ours"],
             "provenance": f"highest threshold within 0.005 of the best BCubed F "
                           f"({results['ours'][best['ours']]:.4f} there) of a 0.30-0.72 sweep on "
@@ -219,6 +235,7 @@ RATES = (0.003, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)  # false e
 # per-pair: every merge at the card's threshold at FAR r / N; size-aware: that bar for two single faces, the
 # card's 1:1 threshold for large groups, group + (pair - group) / sqrt(|A||B|) between (facerec.batch.cluster)
 VARIANTS = ("per-pair", "size-aware")
+FIXED = tuple(float(t) for t in np.round(np.arange(0.30, 0.601, 0.02), 2))  # fixed thresholds beside (any model)
 ZIPF = (1.6, 2.0, 2.6)  # photos-per-person tail exponents: P(1 photo) ~ 0.42, 0.61, 0.80
 SHARES = (0.5, 1.0)  # share of the CelebA identities a collection holds
 SEEDS = (0, 1, 2)
@@ -248,9 +265,11 @@ def archive_collections(truth: np.ndarray) -> list[tuple[str, list[int]]]:
     return out
 
 
-def family_optima(table: list[dict], fixed: tuple[float, ...], variant: str, chosen: float) -> list[dict]:
+def family_optima(table: list[dict], fixed: tuple[float, ...], variant: str, chosen: float,
+                  reference: float) -> list[dict]:
     """Per make-up (Zipf exponent or 'a quarter all photos') and share of people, over seeds: mean faces, the
-    constant r and the fixed threshold with the best mean BCubed F, F at the chosen r and at fixed 0.48."""
+    constant r and the fixed threshold with the best mean BCubed F, F at the chosen r and at the fixed
+    threshold `reference` (the best one over all collections)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in table:
         parts = row["collection"].split(", ")
@@ -263,7 +282,7 @@ def family_optima(table: list[dict], fixed: tuple[float, ...], variant: str, cho
         f_fixed = {t: float(np.mean([x["fixed"][str(t)] for x in rows])) for t in fixed}
         out.append({"family": family, "share": share, "faces": float(np.mean([x["faces"] for x in rows])),
                     "best_rate": max(f_rule, key=f_rule.get), "best_fixed": max(f_fixed, key=f_fixed.get),
-                    "f_chosen": f_rule[chosen], "f_fixed_0.48": f_fixed[0.48]})
+                    "f_chosen": f_rule[chosen], "f_fixed": f_fixed[reference]})
     return sorted(out, key=lambda f: (f["family"], f["faces"]))
 
 
@@ -283,16 +302,15 @@ def calibrate_scale(args) -> None:
     service, faces, subject, _ = load(args.db, args.job)
     rows = [i for i in range(len(faces)) if subject[i]]
     truth = np.array([truth_of(faces.paths[i]) for i in rows])
-    model = service.fr.card.id
+    model = service.store.job_model(service.store.job_id(args.job))  # a re-embedded job's, not the database's
     collections = archive_collections(truth)
-    fixed = tuple(float(t) for t in np.round(np.arange(0.44, 0.601, 0.02), 2))
     table = []
     for label, sel in collections:
         sub = [rows[i] for i in sel]
         t = truth[sel]
         row = {"collection": label, "faces": len(sel), "people": len(set(t.tolist())),
                "singleton_people": int(sum(1 for c in np.unique(t, return_counts=True)[1] if c == 1)),
-               "fixed": {str(x): bcubed(ours(faces, sub, x), t)[2] for x in fixed}}
+               "fixed": {str(x): bcubed(ours(faces, sub, x), t)[2] for x in FIXED}}
         for variant in VARIANTS:
             row[variant] = {}
             for r in RATES:
@@ -303,9 +321,10 @@ def calibrate_scale(args) -> None:
             f"{v} " + ", ".join(f"{r}: {row[v][str(r)]['bcubed_f']:.4f}" for r in RATES) for v in VARIANTS), flush=True)
     mean = {v: {r: float(np.mean([x[v][str(r)]["bcubed_f"] for x in table])) for r in RATES} for v in VARIANTS}
     worst = {v: {r: float(np.min([x[v][str(r)]["bcubed_f"] for x in table])) for r in RATES} for v in VARIANTS}
-    mean_fixed = {t: float(np.mean([x["fixed"][str(t)] for x in table])) for t in fixed}
+    mean_fixed = {t: float(np.mean([x["fixed"][str(t)] for x in table])) for t in FIXED}
     variant, best = max(((v, r) for v in VARIANTS for r in RATES), key=lambda vr: mean[vr[0]][vr[1]])
-    print(f"\n{len(table)} collections from {args.job} ({len(rows)} faces, {len(set(truth.tolist()))} people): "
+    ref = max(mean_fixed, key=mean_fixed.get)  # the best fixed threshold, beside the rule
+    print(f"\n{model}: {len(table)} collections from {args.job} ({len(rows)} faces, {len(set(truth.tolist()))} people): "
           f"faces {min(r['faces'] for r in table)}-{max(r['faces'] for r in table)}")
     print("| false edges per face r | per-pair mean / worst BCubed F | size-aware mean / worst | pair threshold at "
           "1,000 / 10,000 / 100,000 faces |")
@@ -319,15 +338,16 @@ def calibrate_scale(args) -> None:
     print(f"chosen: {variant}, r = {best} (mean F {mean[variant][best]:.4f})")
     # does the best constant stay put when a collection of one make-up grows (while the best fixed threshold
     # moves)? The rule's premise, checked within CelebA's sizes: one family = one make-up, seeds averaged
-    families = family_optima(table, fixed, variant, best)
-    print(f"| make-up | people | mean faces | best r ({variant}) | best fixed threshold | F at chosen r | F at fixed 0.48 |")
+    families = family_optima(table, FIXED, variant, best, ref)
+    print(f"| make-up | people | mean faces | best r ({variant}) | best fixed threshold | F at chosen r | F at fixed {ref} |")
     print("|---|---|---|---|---|---|---|")
     for f in families:
         print(f"| {f['family']} | {f['share']} | {f['faces']:.0f} | {f['best_rate']} | {f['best_fixed']} "
-              f"| {f['f_chosen']:.4f} | {f['f_fixed_0.48']:.4f} |")
-    out = {"job": args.job, "db": str(args.db), "faces": len(rows), "identities": len(set(truth.tolist())),
-           "collections": table, "mean": mean, "worst": worst, "mean_fixed": mean_fixed,
-           "chosen": {"variant": variant, "false_edges_per_face": best}, "families": families}
+              f"| {f['f_chosen']:.4f} | {f['f_fixed']:.4f} |")
+    out = {"job": args.job, "db": str(args.db), "model": model, "faces": len(rows),
+           "identities": len(set(truth.tolist())), "collections": table, "mean": mean, "worst": worst,
+           "mean_fixed": mean_fixed, "best_fixed": ref, "chosen": {"variant": variant, "false_edges_per_face": best},
+           "families": families}
     Path(args.out).write_text(json.dumps(out, indent=2))
     if args.write:
         data = json.loads(CLUSTER_FILE.read_text()) if CLUSTER_FILE.is_file() else {}
@@ -335,8 +355,8 @@ def calibrate_scale(args) -> None:
             "rule": variant,
             "false_edges_per_face": best,
             "provenance": f"{variant} rule, pair threshold = the card's threshold at FAR r / N (N faces clustered); "
-                          f"r = {best}: the best mean BCubed F ({mean[variant][best]:.4f}; fixed 0.48: "
-                          f"{mean_fixed[0.48]:.4f}) of both rules and r in {min(RATES)}-{max(RATES)} over "
+                          f"r = {best}: the best mean BCubed F ({mean[variant][best]:.4f}; best fixed threshold "
+                          f"{ref}: {mean_fixed[ref]:.4f}) of both rules and r in {min(RATES)}-{max(RATES)} over "
                           f"{len(table)} archive-like collections ({min(r['faces'] for r in table)}-"
                           f"{max(r['faces'] for r in table)} faces, Zipf photos per person, many people once) drawn "
                           f"from {len(rows)} CelebA in-the-wild faces of {len(set(truth.tolist()))} identities "
@@ -383,15 +403,19 @@ def evaluate(args) -> None:
     }
 
     # clustering of the rest: every unknown face clustered, subject faces scored
+    model = service.store.job_model(service.store.job_id(args.job))
+    if args.embeddings:  # another model's staged embeddings (`batch reembed --no-switch`) for the same faces
+        model = args.embeddings
+        faces = dataclasses.replace(faces, embeddings=staged_embeddings(service, args.job, model, faces.ids))
     unknown = [i for i in range(n) if faces.match[i] is None]
     scored = [k for k, i in enumerate(unknown) if subject[i]]
     truth = np.array([truth_of(faces.paths[unknown[k]]) for k in scored])
     emb = faces.embeddings[unknown]
     files = faces.file_ids[unknown]
-    rule = cluster_threshold(service.fr.card.id, len(unknown))
+    rule = cluster_threshold(model, len(unknown))
     t_ours = args.threshold or rule.threshold
     pair = None if args.threshold else rule.pair_threshold
-    report["clustering_threshold"] = {"threshold": t_ours, "pair_threshold": pair,
+    report["clustering_threshold"] = {"model": model, "threshold": t_ours, "pair_threshold": pair,
                                       "source": "--threshold" if args.threshold else rule.source}
     t_db = calib.get("dbscan", t_ours)
     t_im = calib.get("immich", 1 - IMMICH_DEFAULT[0])
@@ -421,7 +445,7 @@ def evaluate(args) -> None:
     # diagnostics, not choices (the thresholds above come from CelebA): how each answer moves with its threshold
     report["diagnostic_sweep_on_lfw"] = {
         "clustering_bcubed_f": {f"{t:.2f}": bcubed(ours(faces, unknown, float(t))[scored], truth)[2]
-                                for t in np.round(np.arange(0.40, 0.761, 0.04), 2)},
+                                for t in np.round(np.arange(0.28, 0.761, 0.04), 2)},
         "identification": {f"{t:.2f}": identification_at(faces, probe_rows, mated, enrolled, float(t))
                            for t in (0.4487, 0.50, 0.55, 0.60)},
     }
@@ -460,7 +484,7 @@ def print_report(r: dict) -> None:
           + f" {t['threshold']:.4f} ({t['source']}); faces named at scan {t['faces_named_at_scan']}, now "
           f"{t['faces_named_now']}")
     c = r["clustering_threshold"]
-    print(f"clustering threshold {c['threshold']:.4f} ({c['source']})")
+    print(f"clustering threshold ({c.get('model')} embeddings) {c['threshold']:.4f} ({c['source']})")
     print(f"identification of {ident['enrolled']} enrolled people: recall {ident['recall']:.4f} over "
           f"{ident['mated_probes']} mated probes; precision {ident['precision']:.4f} over {ident['named']} faces "
           f"named; {ident['non_mated_named']} of {ident['non_mated_probes']} non-mated probes named; "
@@ -498,6 +522,9 @@ def main() -> None:
     e.add_argument("--run", help="the .run.json of benchmarks/lfw_batch_run.py")
     e.add_argument("--calibration", default="benchmarks/results/batch_cluster_calibration.json")
     e.add_argument("--threshold", type=float)
+    e.add_argument("--embeddings", metavar="MODEL",
+                   help="cluster with MODEL's embeddings staged by `batch reembed --no-switch` (1:K answers stay "
+                        "those of the job's model and gallery)")
     e.add_argument("--as-scanned", action="store_true",
                    help="keep the 1:K answers stored by the scan instead of re-deciding at today's operating point")
     e.add_argument("--out", default="benchmarks/results/batch_clustering_lfw.json")

@@ -70,3 +70,11 @@ def test_size_aware_linkage_holds_single_faces_to_the_pair_threshold():
     # two tight pairs (within-pair similarity ~1) whose cross similarity is 0.55: a group merge, bar 0.4 + 0.2 / 2
     groups = [unit(0.0), unit(0.001), unit(np.arccos(0.55)), unit(np.arccos(0.55) + 0.001)]
     assert run(groups, 0.6) == 1 and run(groups, 0.75) == 2  # bar 0.5: merged; bar 0.575: kept apart
+
+
+def test_sface_has_its_own_size_aware_entry():
+    """sface_2021dec, the model of new databases, has its own CelebA calibration: no fallback to its 1:1
+    threshold for every merge, and single faces held to a stricter bar as the collection grows."""
+    small, large = (cluster_threshold("sface_2021dec", n) for n in (1_000, 100_000))
+    assert small.pair_threshold is not None and small.pair_threshold < large.pair_threshold
+    assert small.threshold == model_card("sface_2021dec").default_threshold and "CelebA" in small.source
