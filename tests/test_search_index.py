@@ -189,9 +189,11 @@ def test_compaction_folds_tail_and_drops_deleted(tmp_path, gallery, monkeypatch)
 
 def test_plan_by_size_and_retrain_on_growth():
     assert make_plan("auto", 100, 192).kind == "flat"
-    assert make_plan("auto", 1_000_000, 192).kind == "hnsw"
+    assert make_plan("auto", 200_000, 192).kind == "hnsw"
+    big = make_plan("auto", 1_000_000, 192)
+    assert big.kind == "pcahnsw" and big.search["efSearch"] == 384 and big.project > 0 and big.rerank > 1
     huge = make_plan("auto", 20_000_000, 192)
-    assert huge.kind == "ivfsq8" and huge.rerank > 1 and huge.factory.startswith("IVF")
+    assert huge.kind == "pcaivfsq8" and huge.rerank > 1 and huge.factory.startswith("IVF") and huge.store == "float16"
     assert make_plan("auto", 1_000_000, 192, gpus=2).kind == "torch"
     assert make_plan("auto", 1_000, 192, gpus=2).kind == "flat"
     assert make_plan("ivf", 50, 192).kind == "flat"  # too few to train
