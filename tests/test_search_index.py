@@ -189,7 +189,7 @@ def test_compaction_folds_tail_and_drops_deleted(tmp_path, gallery, monkeypatch)
 
 def test_plan_by_size_and_retrain_on_growth():
     assert make_plan("auto", 100, 192).kind == "flat"
-    assert make_plan("auto", 200_000, 192).kind == "hnsw"
+    assert make_plan("auto", 200_000, 192).kind == "pcahnsw"
     big = make_plan("auto", 1_000_000, 192)
     assert big.kind == "pcahnsw" and big.search["efSearch"] == 384 and big.project > 0 and big.rerank > 1
     huge = make_plan("auto", 20_000_000, 192)
