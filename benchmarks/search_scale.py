@@ -11,6 +11,8 @@ score an impostor gets sets FPIR, so its exactness matters too). Recall is again
     PYTHONPATH=. nice python benchmarks/search_scale.py faces
     # CPU (this box): one size at a time, niced (PYTHONPATH=. so the checkout's facerec is used)
     PYTHONPATH=. nice python benchmarks/search_scale.py cpu --sizes 1e3 1e4 1e5 --json benchmarks/results/search_cpu_small.json
+    # K = 1e7 on CPU: gallery streamed to a float16 file (exact top-10 merged chunk by chunk), index built from it
+    PYTHONPATH=. nice python benchmarks/search_scale.py cpu --stream --sizes 1e7 --kinds pcaivfsq8 --nprobe 64 128 256
     # GPU (device run): torch fp16 search, one GPU or sharded over all GPUs of the host
     PYTHONPATH=. python3 benchmarks/search_scale.py gpu --sizes 1e6 1e7 1e8 --json $OUT/search_gpu.json
     # tables for BENCHMARKS.md

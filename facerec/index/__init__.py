@@ -1,7 +1,8 @@
 """1:K search over enrolled templates, rebuilt from the store (the truth) whenever needed.
 
 - `SearchIndex.build(ids, vectors, dim, kind)`: kind 'auto' picks by gallery size and hardware from
-  data/index.json (flat, HNSW, IVF, IVF-SQ8/PQ with exact re-ranking on CPU; torch fp16 exact or torch IVF on a
+  data/index.json (flat, HNSW, IVF, IVF-SQ8/PQ, HNSW / IVF-SQ8 in the templates' 64-d principal subspace, with
+  exact re-ranking on CPU; torch fp16 exact or torch IVF on a
   GPU); every returned score is the exact cosine. Incremental add/remove, memory-mapped files, append-only
   saves: see faiss_index.py and storage.py.
 - Several GPUs: `ShardedIndex.split(ids, vectors, n, lambda s, i, v: SearchIndex.build(i, v, dim, "torch",

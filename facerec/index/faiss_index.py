@@ -6,9 +6,10 @@ faiss structure the plan names); rows [base, n) were added since and sit in a sm
 searched beside it and merged by score. Removal marks rows deleted (a faiss IDSelector filters them out
 of every search, HNSW included); compaction folds the tail in and drops deleted rows once they pass the
 thresholds in data/index.json, and a trained (IVF) index is retrained from the stored templates when the
-gallery has grown past `retrain_growth` times its training size. Lossy codes (SQ8, PQ) are re-ranked
-exactly from the float32 vectors, so every returned score is the exact cosine that thresholds were
-calibrated on. Files: see storage.py.
+gallery has grown past `retrain_growth` times its training size. Lossy codes (SQ8, PQ) and searches in
+the templates' principal subspace (pca* kinds) are re-ranked exactly from the full vectors, so every returned
+score is the exact cosine that thresholds were calibrated on (float16-stored vectors: within ~1e-3).
+Files: see storage.py.
 """
 
 from __future__ import annotations
