@@ -190,8 +190,7 @@ def timed_batch(search, queries: np.ndarray, batch: int, budget_s: float = 3.0) 
 def run_cpu(args, record) -> None:
     import faiss
 
-    from facerec.index import IndexMeta, SearchIndex
-    from facerec.index.policy import make_plan
+    from facerec.index import SearchIndex
 
     real, queries, mated, allx = split_faces(args.faces)
     mu, chol = distractor_model(allx)
