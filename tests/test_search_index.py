@@ -329,3 +329,8 @@ def test_principal_subspace_kinds(tmp_path, low_rank, kind, tol):
     for got, exp in zip(loaded.search(q, 10), index.search(q, 10)):
         np.testing.assert_allclose(got, exp, atol=tol)
     assert not np.isin(loaded.search(x[:61], 10)[1], ids[:61]).any()
+    loaded.remove(ids[61:800])  # past 20 % deleted: compacted (the trained projection and lists are reused)
+    assert loaded.describe()["deleted"] == 0 and loaded.ntotal == len(ids) - 800 + 1
+    assert loaded._searcher.structure.chain.at(0).d_out == 8
+    assert not np.isin(loaded.search(x[:800], 10)[1], ids[:800]).any()
+    assert (loaded.search(x[800:900], 1)[1][:, 0] == ids[800:900]).mean() >= 0.95
