@@ -11,6 +11,8 @@ score an impostor gets sets FPIR, so its exactness matters too). Recall is again
     PYTHONPATH=. nice python benchmarks/search_scale.py faces
     # CPU (this box): one size at a time, niced (PYTHONPATH=. so the checkout's facerec is used)
     PYTHONPATH=. nice python benchmarks/search_scale.py cpu --sizes 1e3 1e4 1e5 --json benchmarks/results/search_cpu_small.json
+    # K = 1e7 on CPU: gallery streamed to a float16 file (exact top-10 merged chunk by chunk), index built from it
+    PYTHONPATH=. nice python benchmarks/search_scale.py cpu --stream --sizes 1e7 --kinds pcaivfsq8 --nprobe 64 128 256
     # GPU (device run): torch int8 search / torch IVF, one GPU, sharded or replicated over all GPUs of the host
     PYTHONPATH=. python3 benchmarks/search_scale.py gpu --sizes 1e6 1e8 --layouts one shard replica shard-ivf \
         --ivf-min 5e7 --gpu-nprobe 1024 2048 4096 --json $OUT/search_gpu.json
@@ -29,6 +31,7 @@ import platform
 import sys
 import time
 import traceback
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -84,24 +87,73 @@ def distractor_model(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mu.astype(np.float64), np.linalg.cholesky(cov)
 
 
-def gallery_numpy(real: np.ndarray, k: int, mu: np.ndarray, chol: np.ndarray) -> np.ndarray:
-    """K vectors: the real faces (all, or the first K) then Gaussian distractors, all unit length."""
-    out = np.empty((k, real.shape[1]), np.float32)
+def gallery_chunks(real: np.ndarray, k: int, mu: np.ndarray, chol: np.ndarray):
+    """(start, block) of K vectors: the real faces (all, or the first K) then Gaussian distractors, unit length."""
     n_real = min(k, len(real))
-    out[:n_real] = real[:n_real]
+    yield 0, real[:n_real]
     rng = np.random.default_rng(SEED + k)
     for s in range(n_real, k, 1 << 18):
         e = min(k, s + (1 << 18))
         z = rng.standard_normal((e - s, real.shape[1]))
         v = (mu + z @ chol.T).astype(np.float32)
-        out[s:e] = v / np.linalg.norm(v, axis=1, keepdims=True)
+        yield s, v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def gallery_numpy(real: np.ndarray, k: int, mu: np.ndarray, chol: np.ndarray) -> np.ndarray:
+    out = np.empty((k, real.shape[1]), np.float32)
+    for s, block in gallery_chunks(real, k, mu, chol):
+        out[s:s + len(block)] = block
     return out
+
+
+def gallery_file(real: np.ndarray, k: int, mu: np.ndarray, chol: np.ndarray, path: Path, dtype: str,
+                 queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Write the gallery to a memory-mapped .npy in `dtype`, a chunk at a time, and return the exact float32
+    top-10 of the queries over it (merged chunk by chunk): K = 1e7 never sits in memory."""
+    import faiss
+
+    from facerec.index.merge import merge_topk
+
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(k, real.shape[1]))
+    best = (np.full((len(queries), 10), -np.inf, np.float32), np.full((len(queries), 10), -1, np.int64))
+    for s, block in gallery_chunks(real, k, mu, chol):
+        out[s:s + len(block)] = block
+        sc, ix = faiss.knn(queries, np.ascontiguousarray(block), min(10, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+        best = merge_topk([best[0], sc], [best[1], ix + s], 10)
+    out.flush()
+    del out
+    return best
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     r1 = float((found[:, 0] == truth[:, 0]).mean())
     r10 = float(np.mean([len(set(a[:10]) & set(b[:10])) / 10 for a, b in zip(found, truth)]))
     return r1, r10
+
+
+def accuracy(found_s: np.ndarray, found: np.ndarray, truth_s: np.ndarray, truth: np.ndarray, mated: np.ndarray) -> dict:
+    """Recall@1/@10 vs exact, per query group, and how far below the exact top score the returned one is
+    for queries with no mate: that score decides a false positive identification, not which distractor."""
+    r1, r10 = recall(found, truth)
+    gap = truth_s[~mated, 0] - found_s[~mated, 0]
+    return {"recall@1": r1, "recall@10": r10, "recall@1_mated": float((found[mated, 0] == truth[mated, 0]).mean()),
+            "recall@1_nonmated": float((found[~mated, 0] == truth[~mated, 0]).mean()),
+            "nonmated_top1_deficit_mean": float(gap.mean()), "nonmated_top1_deficit_p99": float(np.percentile(gap, 99)),
+            "nonmated_top1_deficit_max": float(gap.max())}
+
+
+def load() -> str:
+    """The box's load average when a row was measured (it is shared with other jobs)."""
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def sweep_values(index, args) -> tuple[str | None, list]:
+    """The search parameter this index's plan tunes and the values asked for it."""
+    if "nprobe" in index.plan.search:
+        return "nprobe", [v for v in args.nprobe if v <= index.plan.nlist]
+    if "efSearch" in index.plan.search:
+        return "efSearch", args.ef
+    return None, [None]
 
 
 def rss_mb() -> float:
@@ -140,8 +192,7 @@ def timed_batch(search, queries: np.ndarray, batch: int, budget_s: float = 3.0) 
 def run_cpu(args, record) -> None:
     import faiss
 
-    from facerec.index import IndexMeta, SearchIndex
-    from facerec.index.policy import make_plan
+    from facerec.index import SearchIndex
 
     real, queries, mated, allx = split_faces(args.faces)
     mu, chol = distractor_model(allx)
@@ -160,30 +211,89 @@ def run_cpu(args, record) -> None:
             index = SearchIndex.build(ids, x, x.shape[1], kind)
             build_s = time.perf_counter() - t
             mem = rss_mb() - before
-            sweep = {"ivf": "nprobe", "ivfsq8": "nprobe", "ivfpq": "nprobe", "hnsw": "efSearch"}.get(index.kind)
-            values = args.nprobe if sweep == "nprobe" else args.ef if sweep == "efSearch" else [None]
-            for v in values:
-                if v is not None:
-                    if sweep == "nprobe" and v > index.plan.nlist:
-                        continue
-                    index.plan.search[sweep] = v
-                    index._searcher._cache_key = None
-                faiss.omp_set_num_threads(1)
-                single = timed_singles(index.search, queries, args.singles if kind != "flat" or k <= 1e5 else 50)
-                faiss.omp_set_num_threads(args.threads)
-                qps = timed_batch(index.search, queries, 1000)
-                _, found = index.search(queries, 10)
-                r1, r10 = recall(found, truth)
-                r1m = float((found[mated, 0] == truth[mated, 0]).mean())
-                r1n = float((found[~mated, 0] == truth[~mated, 0]).mean())
-                row = {"K": k, "kind": index.kind, "factory": index.plan.factory, "param": sweep, "value": v,
-                       "build_s": build_s, "rss_mb": mem, **single, "batch_qps": qps, "recall@1": r1,
-                       "recall@10": r10, "recall@1_mated": r1m, "recall@1_nonmated": r1n}
-                record(row)
+            measure(index, kind, k, build_s, mem, queries, mated, truth_s, truth, args, record)
             if args.persist and index.kind == args.persist_kind:
                 record(persistence(index, x, args.tmp / f"bench-{k}.faiss"))
             del index
             gc.collect()
+
+
+def run_cpu_stream(args, record) -> None:
+    """Galleries too big for memory in float32 (K = 1e7 is 7.7 GB): the gallery is written to a memory-mapped
+    float16 file a chunk at a time (exact float32 top-10 merged on the way), the index is built from that
+    file (coarse quantizer trained on a sample, codes added in chunks), saved, and searched as a serving
+    process opens it: memory-mapped parts, re-ranked from the float16 vectors on disk."""
+    from facerec.index import IndexMeta, SearchIndex
+
+    real, queries, mated, allx = split_faces(args.faces)
+    mu, chol = distractor_model(allx)
+    for k in (int(float(s)) for s in args.sizes):
+        source, cached = args.tmp / f"gallery-{k}.f16.npy", args.tmp / f"gallery-{k}.exact.npz"
+        if cached.exists() and source.exists():  # same seed, same file: the exact top-10 of an earlier run
+            truth_s, truth = np.load(cached)["scores"], np.load(cached)["ids"]
+        else:
+            t = time.perf_counter()
+            truth_s, truth = gallery_file(real, k, mu, chol, source, "float16", queries)
+            np.savez(cached, scores=truth_s, ids=truth)
+            record({"K": k, "gallery_file": str(source), "generate_and_exact_s": time.perf_counter() - t, "load": load()})
+        for kind in args.kinds:
+            x = np.load(source, mmap_mode="r")
+            before = rss_mb()
+            t = time.perf_counter()
+            index = SearchIndex.build(np.arange(k, dtype=np.int64), x, x.shape[1], kind)
+            build_s = time.perf_counter() - t
+            build_rss = rss_mb() - before
+            path = args.tmp / f"bench-{k}-{kind}.faiss"
+            t = time.perf_counter()
+            index.save(path, IndexMeta("mobilefacenet", x.shape[1], kind, 1, index.ntotal, index.kind))
+            save_s = time.perf_counter() - t
+            del index, x
+            gc.collect()
+            before = rss_mb()
+            t = time.perf_counter()
+            index, _ = SearchIndex.load(path)
+            open_s = time.perf_counter() - t
+            files_mb = sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2 ** 20
+            measure(index, kind, k, build_s, build_rss, queries, mated, truth_s, truth, args, record,
+                    save_s=save_s, open_s=open_s, files_mb=files_mb, open_rss_mb=rss_mb() - before,
+                    peak_rss_mb=peak_rss_mb())
+            del index
+            gc.collect()
+
+
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(index, kind: str, k: int, build_s: float, mem: float, queries: np.ndarray, mated: np.ndarray,
+            truth_s: np.ndarray, truth: np.ndarray, args, record, **extra) -> None:
+    """One row per value of the plan's search parameter: single-query latency on 1 thread (a serving
+    process), batched q/s on `args.threads`, accuracy vs exact."""
+    import faiss
+
+    for param in args.rerank if args.rerank and index.plan.rerank > 1 else [index.plan.rerank]:  # exact kinds: 1
+        index.plan = replace(index.plan, rerank=param)
+        sweep, values = sweep_values(index, args)
+        for v in values:
+            if v is not None:
+                index.plan.search[sweep] = v
+                index._searcher._cache_key = None
+            faiss.omp_set_num_threads(1)
+            single = timed_singles(index.search, queries, args.singles if kind != "flat" or k <= 1e5 else 50)
+            faiss.omp_set_num_threads(args.threads)
+            qps = timed_batch(index.search, queries, 1000)
+            found_s, found = index.search(queries, 10)
+            structure = getattr(index._searcher, "structure", None)
+            search_dim = structure.chain.at(0).d_out if isinstance(structure, faiss.IndexPreTransform) else None
+            record({"K": k, "kind": index.kind, "factory": index.plan.factory, "param": sweep, "value": v,
+                    "rerank": index.plan.rerank, "project": index.plan.project, "search_dim": search_dim,
+                    "store": index.plan.store,
+                    "build_s": build_s, "rss_mb": mem, **single, "batch_qps": qps,
+                    **accuracy(found_s, found, truth_s, truth, mated), "load": load(), **extra})
 
 
 def persistence(index, x: np.ndarray, path: Path) -> dict:
@@ -436,13 +546,23 @@ def report(files: list[Path]) -> None:
                       f"{r.get('recall@1_batch', float('nan')):.4f} | {r['build_s']:.1f} | "
                       f"{' + '.join(f'{m:.1f}' for m in r['gpu_mem_gib'])} |")
         elif rows:
-            print("| K | index | param | build s | +RSS MB | p50 ms | p99 ms | batched q/s | recall@1 (mated / non-mated) | recall@10 |")
-            print("|---|---|---|---|---|---|---|---|---|---|")
+            print("| K | index | param | build s | +RSS MB | p50 ms | p99 ms | batched q/s | recall@1 (mated / non-mated) | "
+                  "recall@10 | non-mated top-1 deficit mean / max | load |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|---|")
             for r in rows:
                 param = f"{r['param']}={r['value']}" if r["param"] else "-"
-                print(f"| {r['K']:.0e} | {r['factory']} | {param} | {r['build_s']:.1f} | {r['rss_mb']:.0f} | "
+                factory = (f"PCA-{r['project']} → " if r.get("project") else "") + r["factory"] + \
+                    (f" + re-rank ×{r['rerank']} ({r.get('store', 'float32')})" if r.get("rerank", 1) > 1 else "")
+                deficit = (f"{r['nonmated_top1_deficit_mean']:.5f} / {r['nonmated_top1_deficit_max']:.4f}"
+                           if "nonmated_top1_deficit_mean" in r else "-")
+                print(f"| {r['K']:.0e} | {factory} | {param} | {r['build_s']:.1f} | {r['rss_mb']:.0f} | "
                       f"{r['p50_ms']:.3f} | {r['p99_ms']:.2f} | {r['batch_qps']:,.0f} | {r['recall@1']:.4f} "
-                      f"({r['recall@1_mated']:.4f} / {r['recall@1_nonmated']:.4f}) | {r['recall@10']:.4f} |")
+                      f"({r['recall@1_mated']:.4f} / {r['recall@1_nonmated']:.4f}) | {r['recall@10']:.4f} | "
+                      f"{deficit} | {r.get('load', '-')} |")
+            stream = [r for r in rows if "files_mb" in r][:1]
+            for r in stream:
+                print(f"\nK={r['K']:.0e} {r['factory']}: build {r['build_s']:.0f} s, save {r['save_s']:.0f} s, "
+                      f"open {1e3 * r['open_s']:.0f} ms, files {r['files_mb']:,.0f} MB, peak RSS {r['peak_rss_mb']:,.0f} MB")
         persist = [r for r in d["rows"] if r.get("persistence")]
         if persist:
             print("\n| K | kind | full save s | open ms | first search ms | add 1 + save ms | remove 1 + save ms | full verify s | files MB |")
@@ -467,6 +587,10 @@ def main() -> None:
     ap.add_argument("--flat-max", type=float, default=1e6)
     ap.add_argument("--singles", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rerank", nargs="+", type=int,
+                    help="shortlist multiples (k x this, re-scored exactly) to compare on kinds that re-rank")
+    ap.add_argument("--stream", action="store_true",
+                    help="cpu: gallery in a float16 file built chunk by chunk, index built from it, saved and reopened")
     ap.add_argument("--persist", action="store_true", help="also time save/open/append for --persist-kind")
     ap.add_argument("--persist-kind", default="ivf")
     ap.add_argument("--tmp", type=Path, default=Path("pack"))
@@ -508,7 +632,7 @@ def main() -> None:
                                           "started": started, "machine": platform.node(), "cpus": os.cpu_count(),
                                           "platform": platform.platform(), "rows": rows}, indent=1))
 
-    (run_cpu if a.mode == "cpu" else run_gpu)(a, record)
+    (run_gpu if a.mode == "gpu" else run_cpu_stream if a.stream else run_cpu)(a, record)
 
 
 if __name__ == "__main__":

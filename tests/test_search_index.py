@@ -214,9 +214,11 @@ def test_compaction_folds_tail_and_drops_deleted(tmp_path, gallery, monkeypatch)
 
 def test_plan_by_size_and_retrain_on_growth():
     assert make_plan("auto", 100, 192).kind == "flat"
-    assert make_plan("auto", 1_000_000, 192).kind == "hnsw"
+    assert make_plan("auto", 200_000, 192).kind == "pcahnsw"
+    big = make_plan("auto", 1_000_000, 192)
+    assert big.kind == "pcahnsw" and big.search["efSearch"] == 384 and big.project > 0 and big.rerank > 1
     huge = make_plan("auto", 20_000_000, 192)
-    assert huge.kind == "ivfsq8" and huge.rerank > 1 and huge.factory.startswith("IVF")
+    assert huge.kind == "pcaivfsq8" and huge.rerank > 1 and huge.factory.startswith("IVF") and huge.store == "float16"
     assert make_plan("auto", 1_000_000, 192, gpus=2).kind == "torch"
     assert make_plan("auto", 1_000, 192, gpus=2).kind == "flat"
     shard = make_plan("auto", 50_000_000, 192, gpus=2)  # one GPU's shard of 1e8: probed lists
@@ -351,3 +353,52 @@ def test_torch_kind_on_a_gallery_smaller_than_one_group():
     np.testing.assert_array_equal(found[:, :4], want_i)
     np.testing.assert_allclose(scores[:, :4], want_s, atol=2e-6)
     assert (found[:, 4:] == -1).all() and np.isneginf(scores[:, 4:]).all()
+
+
+@pytest.fixture
+def low_rank():
+    """Templates that span 8 of 24 dimensions (plus faint noise), as MobileFaceNet's 192-d ones span 64."""
+    rng = np.random.default_rng(3)
+    basis = np.linalg.qr(rng.normal(size=(DIM, 8)))[0]
+    x = rng.normal(size=(3000, 8)) @ basis.T + 1e-4 * rng.normal(size=(3000, DIM))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return np.arange(3000, dtype=np.int64) * 3 + 1, x[:2960], x[2960:]
+
+
+@pytest.mark.parametrize("kind, tol", [("pcahnsw", 2e-6), ("pcaivfsq8", 2e-3)])
+def test_principal_subspace_kinds(tmp_path, low_rank, kind, tol):
+    """pca* kinds search 8 dimensions instead of 24, return exact (float32) or float16-exact scores,
+    never return removed templates, and come back from disk (memory-mapped, log replayed) unchanged."""
+    ids, x, q = low_rank
+    ids = ids[:len(x)]
+    index = SearchIndex.build(ids, x, DIM, kind)
+    assert index._searcher.structure.chain.at(0).d_out == 8  # the subspace the templates span
+    assert index.plan.store == ("float16" if kind == "pcaivfsq8" else "float32")
+    scores, found = index.search(q, 10)
+    want = np.einsum("qkd,qd->qk", x[(found - 1) // 3], q)
+    np.testing.assert_allclose(scores, want, atol=tol)
+    if kind == "pcaivfsq8":
+        stored = x.astype(np.float16).astype(np.float32)
+        np.testing.assert_allclose(scores, np.einsum("qkd,qd->qk", stored[(found - 1) // 3], q), atol=2e-6)
+    truth = exact(ids, x, q, 10)[1]
+    assert (found[:, 0] == truth[:, 0]).mean() >= 0.9
+    index.remove(ids[:60])
+    index.add(np.array([10**9]), q[:1])
+    _, top = index.search(x[:60], 10)
+    assert not np.isin(top, ids[:60]).any()
+    assert (index.search(q[:1], 1)[1][:, 0] == 10**9).all()
+    path = tmp_path / "g.faiss"
+    index.save(path, meta(index))
+    index.remove(ids[60:61])
+    index.save(path, meta(index, 2))
+    loaded, m = SearchIndex.load(path)
+    assert m.generation == 2 and loaded.ntotal == index.ntotal == len(ids) - 60
+    assert loaded.plan == index.plan
+    for got, exp in zip(loaded.search(q, 10), index.search(q, 10)):
+        np.testing.assert_allclose(got, exp, atol=tol)
+    assert not np.isin(loaded.search(x[:61], 10)[1], ids[:61]).any()
+    loaded.remove(ids[61:800])  # past 20 % deleted: compacted (the trained projection and lists are reused)
+    assert loaded.describe()["deleted"] == 0 and loaded.ntotal == len(ids) - 800 + 1
+    assert loaded._searcher.structure.chain.at(0).d_out == 8
+    assert not np.isin(loaded.search(x[:800], 10)[1], ids[:800]).any()
+    assert (loaded.search(x[800:900], 1)[1][:, 0] == ids[800:900]).mean() >= 0.95

@@ -16,7 +16,7 @@ from pathlib import Path
 from facerec.errors import SearchIndexError
 
 PARAMS_FILE = Path(__file__).resolve().parent.parent / "data" / "index.json"
-INDEX_KINDS = ("auto", "flat", "hnsw", "ivf", "ivfsq8", "ivfpq", "torch", "torchivf")
+INDEX_KINDS = ("auto", "flat", "hnsw", "ivf", "ivfsq8", "ivfpq", "pcahnsw", "pcaivfsq8", "torch", "torchivf")
 
 
 @lru_cache(maxsize=1)
@@ -33,6 +33,8 @@ class Plan:
     search: dict = field(default_factory=dict)  # nprobe / efSearch
     rerank: int = 1  # shortlist = k * rerank candidates re-scored exactly (1: codes are exact)
     nlist: int = 0
+    project: float = 0.0  # >0: search in the templates' principal subspace holding this share of their energy
+    store: str = "float32"  # dtype of the re-ranking vectors on disk (float16 halves them: scores to ~1e-3)
 
     @property
     def trained(self) -> bool:
@@ -40,11 +42,12 @@ class Plan:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "factory": self.factory, "search": dict(self.search), "rerank": self.rerank,
-                "nlist": self.nlist}
+                "nlist": self.nlist, "project": self.project, "store": self.store}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Plan":
-        return cls(d["kind"], d["factory"], dict(d.get("search", {})), int(d.get("rerank", 1)), int(d.get("nlist", 0)))
+        return cls(d["kind"], d["factory"], dict(d.get("search", {})), int(d.get("rerank", 1)), int(d.get("nlist", 0)),
+                   float(d.get("project", 0.0)), d.get("store", "float32"))
 
 
 def auto_kind(n: int, gpus: int = 0) -> tuple[str, dict]:
@@ -64,10 +67,11 @@ def make_plan(kind: str, n: int, dim: int, gpus: int = 0) -> Plan:
         kind, tuned = auto_kind(n, gpus)
     p = {**index_params()["kinds"][kind], **tuned}
     rerank = 1 if p.get("exact", True) else int(p.get("rerank", 4))
-    if kind == "hnsw":
+    extra = {"project": float(p.get("project_energy", 0.0)), "store": p.get("store", "float32")}
+    if "M" in p:  # an HNSW graph
         return Plan(kind, p["factory"].format(M=p["M"]),
-                    {"efSearch": p["efSearch"], "efConstruction": p["efConstruction"]}, rerank)
-    if kind.startswith("ivf") or kind == "torchivf":
+                    {"efSearch": p["efSearch"], "efConstruction": p["efConstruction"]}, rerank, **extra)
+    if "nlist_per_sqrt_n" in p:  # inverted lists
         train = index_params()["train"]
         nlist = int(min(p["max_nlist"], max(p["min_nlist"], p["nlist_per_sqrt_n"] * math.sqrt(max(n, 1)))))
         nlist = min(nlist, max(1, n // train["min_per_list"]))
@@ -76,8 +80,9 @@ def make_plan(kind: str, n: int, dim: int, gpus: int = 0) -> Plan:
         m = max(1, dim // p.get("pq_dims_per_code", 4))
         while dim % m:
             m -= 1
-        search = {"nprobe": min(p["nprobe"], nlist), **{k: p[k] for k in ("shortlist", "batch_exhaustive") if k in p}}
-        return Plan(kind, p["factory"].format(nlist=nlist, m=m), search, rerank, nlist)
+        search = {"nprobe": min(p["nprobe"], nlist),
+                  **{k: p[k] for k in ("shortlist", "batch_exhaustive", "quantizer_efSearch", "kmeans_niter") if k in p}}
+        return Plan(kind, p["factory"].format(nlist=nlist, m=m), search, rerank, nlist, **extra)
     return Plan(kind, p["factory"], {k: p[k] for k in ("shortlist",) if k in p}, rerank)
 
 

@@ -97,6 +97,23 @@ def save_npy(path: Path, array: np.ndarray) -> None:
         os.fsync(fh.fileno())
 
 
+def save_rows(path: Path, parts: list[np.ndarray], dtype: str) -> None:
+    """Write the row blocks one after another as one `dtype` array, a slice at a time (1e7 rows never
+    sit in memory twice, nor in float32 when they are stored as float16)."""
+    rows, dim = sum(len(a) for a in parts), parts[0].shape[1]
+    out = np.lib.format.open_memmap(_private(path), mode="w+", dtype=dtype, shape=(rows, dim))
+    at = 0
+    for block in parts:
+        for start in range(0, len(block), 1 << 18):
+            piece = block[start:start + (1 << 18)]
+            out[at:at + len(piece)] = piece
+            at += len(piece)
+    out.flush()
+    del out
+    with path.open("rb+") as fh:
+        os.fsync(fh.fileno())
+
+
 def load_npy(path: Path, mmap: bool) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
