@@ -5,7 +5,7 @@ FACEREC_DB      SQLAlchemy URL of the enrollment database (default: sqlite:///$F
 FACEREC_INDEX   path of the FAISS index file (default: beside a SQLite file, else under $FACEREC_HOME)
 FACEREC_MODEL   embedding model id (default: an existing database's own model; a new database gets the
                 recommended commercial-use model of facerec/data/model_defaults.json: facerec.api.resolve_model)
-FACEREC_INDEX_KIND  flat (default, exact) | auto (by gallery size and hardware) | hnsw | ivf | ivfsq8 | ivfpq | torch | torchivf
+FACEREC_INDEX_KIND  flat (default, exact) | auto (by gallery size and hardware) | hnsw | ivf | ivfsq8 | ivfpq | pcahnsw | pcaivfsq8 | torch | torchivf
 FACEREC_SCORER  cosine | learned | chi2: how two templates are compared (default: cosine)
 FACEREC_MIN_FACE_SCORE / FACEREC_MIN_FACE_SIZE  detector filters (default 0.9 / 20 px)
 FACEREC_MAX_PIXELS  largest image accepted (default 16,000,000 pixels: facerec/io/images.py says why)

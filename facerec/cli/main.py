@@ -91,7 +91,7 @@ def main_options(
     model: Annotated[Optional[str], typer.Option("--model", envvar="FACEREC_MODEL", show_envvar=True,
                                                  help="Embedding model id (see `facerec models`).")] = None,
     index_kind: Annotated[Optional[str], typer.Option("--index-kind", envvar="FACEREC_INDEX_KIND", show_envvar=True,
-                                                      help="flat (exact, default); auto picks by gallery size and hardware; hnsw, ivf, ivfsq8, ivfpq (CPU), torch, torchivf (GPU). Scores are always exact cosines.")] = None,
+                                                      help="flat (exact, default); auto picks by gallery size and hardware; hnsw, ivf, ivfsq8, ivfpq, pcahnsw, pcaivfsq8 (CPU), torch, torchivf (GPU). Scores are always exact cosines.")] = None,
     scorer: Annotated[Optional[str], typer.Option("--scorer", envvar="FACEREC_SCORER", show_envvar=True,
                                                   help="cosine (default), learned (the model's trained verifier) or chi2 (LBP histograms).")] = None,
     key_file: Annotated[Optional[str], typer.Option("--key-file", envvar="FACEREC_KEY_FILE", show_envvar=True,
