@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,7 @@ class FrameSource:
     name = "source"
     _stop: threading.Event
     _slot: "_Newest | None" = None
+    _thread: threading.Thread | None = None  # the grabber / player feeding `_slot`, when there is one
     reconnects = 0
 
     def frames(self) -> Iterator[Frame]:
@@ -51,6 +52,14 @@ class FrameSource:
 
     def close(self) -> None:
         self.interrupt()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _newest_from(self, target: Callable[[], None], role: str) -> Iterator[Frame]:
+        """Run `target` in a thread that fills the newest-frame slot, and hand out what the slot keeps."""
+        self._thread = threading.Thread(target=target, name=f"{role}-{self.name}", daemon=True)
+        self._thread.start()
+        yield from self._slot.take(self._stop, self._thread.is_alive)
 
     def health(self) -> dict:
         """For the diagnostics: frames dropped to stay on the newest one, and reconnections."""
@@ -137,7 +146,6 @@ class FolderSource(FrameSource):
         self.clock_fps, self.visit_gap_s = fps or clock_fps, visit_gap_s
         self._stop = threading.Event()
         self._slot = _Newest() if as_camera else None
-        self._thread: threading.Thread | None = None
 
     def _read(self, path: Path) -> np.ndarray | None:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -183,14 +191,7 @@ class FolderSource(FrameSource):
                     self._slot.put(Frame(i, rgb, time.monotonic(), str(path)))
             self._slot.wake()
 
-        self._thread = threading.Thread(target=play, name=f"play-{self.name}", daemon=True)
-        self._thread.start()
-        yield from self._slot.take(self._stop, self._thread.is_alive)
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        yield from self._newest_from(play, "play")
 
 
 class VideoFileSource(FrameSource):
@@ -220,9 +221,6 @@ class VideoFileSource(FrameSource):
         finally:
             cap.release()
 
-    def close(self) -> None:
-        self._stop.set()
-
 
 class LiveSource(FrameSource):
     """A camera or stream read by a grabber thread that keeps only the newest frame; reconnects with back-off."""
@@ -233,7 +231,6 @@ class LiveSource(FrameSource):
         self.reconnects = 0
         self._slot = _Newest()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def _open(self) -> cv2.VideoCapture | None:
         cap = cv2.VideoCapture(self.target)
@@ -274,11 +271,4 @@ class LiveSource(FrameSource):
         self._slot.wake()
 
     def frames(self) -> Iterator[Frame]:
-        self._thread = threading.Thread(target=self._grab, name=f"grab-{self.name}", daemon=True)
-        self._thread.start()
-        yield from self._slot.take(self._stop, self._thread.is_alive)
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        yield from self._newest_from(self._grab, "grab")
