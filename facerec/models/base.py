@@ -153,6 +153,19 @@ CARD_FIELDS = ("id", "version", "weights_licence", "provenance")
 CARD_KINDS = ("embedding", "detector", "liveness", "verifier")
 
 
+def write_card(path: Path, card: dict[str, Any]) -> None:
+    """Write a converter's fresh card, keeping what was measured since the last conversion: a calibrated
+    default threshold with its provenance, and the evaluation notes in `extra` (fresh keys win)."""
+    path = Path(path)
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("threshold_provenance", "uncalibrated") != "uncalibrated":
+            card["default_threshold"] = old["default_threshold"]
+            card["threshold_provenance"] = old["threshold_provenance"]
+        card["extra"] = {**old.get("extra", {}), **card["extra"]}
+    path.write_text(json.dumps(card, indent=2) + "\n")
+
+
 def read_card(path: Path, kind: str) -> dict[str, Any]:
     """Read and check a model card (JSON) of any kind; a missing or malformed card is a `ModelError`.
 
